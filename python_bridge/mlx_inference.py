@@ -1,0 +1,78 @@
+"""Pensieve's long-lived MLX worker: one model, JSON lines on stdin/stdout.
+
+The protocol is documented in PROTOCOL.md beside this file. stdout carries
+protocol lines only; logs go to stderr and never contain prompt or generated
+text.
+
+Usage:
+  python3 python_bridge/mlx_inference.py [--model PATH_OR_ID] [--cache-limit-gb GB]
+  python3 python_bridge/mlx_inference.py --clear-cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# The package lives beside this file; the compiled server extracts both together.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="mlx_inference.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", help="load this model at start (local dir or Hugging Face id)")
+    ap.add_argument("--cache-limit-gb", type=float, default=5.0,
+                    help="MLX buffer cache limit for --model (default 5)")
+    ap.add_argument("--clear-cache", action="store_true",
+                    help="clear this process's MLX cache and exit (see note)")
+    return ap.parse_args(argv)
+
+
+def clear_cache_cli() -> int:
+    import mlx.core as mx
+
+    mx.clear_cache()
+    print("[mlx_inference] cleared this process's MLX cache. A running worker's cache "
+          "lives in that worker's process and cannot be cleared from here: the server "
+          "clears it through the protocol's clear_cache command.", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.clear_cache:
+        return clear_cache_cli()
+
+    # Streams first, before mlx-lm/transformers are imported: their prints
+    # (and any C-level output on fd 1) must land on stderr.
+    from pensieve_bridge.streams import start_reader, take_over_stdout
+
+    out = take_over_stdout()
+    from pensieve_bridge.worker import Worker, hello
+
+    worker = Worker(out, start_reader())
+    try:
+        out.send(hello())
+        if args.model:
+            try:
+                # Reply with id null: nobody asked, the command line did.
+                out.send(worker.load(args.model, args.cache_limit_gb, None, None, None))
+            except Exception as exc:  # noqa: BLE001 - reported, worker stays up
+                code = getattr(exc, "code", "load_failed")
+                out.send({"type": "error", "id": None, "code": code, "message": str(exc)})
+        return worker.run()
+    except BrokenPipeError:
+        # The server closed our stdout: nobody is listening any more.
+        print("[worker] stdout closed; exiting", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stderr.flush()
+    # os._exit: skip interpreter teardown, where the stdin reader thread (blocked
+    # on read) and MLX's own teardown only add latency to a clean exit.
+    os._exit(code)

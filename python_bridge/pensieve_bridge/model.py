@@ -1,0 +1,144 @@
+"""The loaded model: load, facts the server needs, and prompt rendering."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+DEMO_MARKER = "pensieve-tiny-model.json"  # written by make_tiny_model.py
+_CONTEXT_KEYS = ("max_position_embeddings", "max_sequence_length", "seq_length",
+                 "n_positions", "n_ctx")
+_FALLBACK_CONTEXT = 4096
+
+
+class RenderError(ValueError):
+    """The chat template could not render these messages."""
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: Any
+    tokenizer: Any  # mlx_lm TokenizerWrapper
+    config: dict
+    context_length: int
+    prefill_step_size: int = 2048
+    load_seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def render(self, messages: list, tools: Optional[list] = None,
+               enable_thinking: Optional[bool] = None) -> list[int]:
+        """Token ids of the prompt, rendered by the tokenizer's own chat template."""
+        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": True}
+        if tools:
+            kwargs["tools"] = tools
+        # Only templates that read enable_thinking (Qwen3 style) get it; others
+        # keep mlx-lm's default.
+        if enable_thinking is not None and self._template_uses("enable_thinking"):
+            kwargs["enable_thinking"] = bool(enable_thinking)
+        try:
+            out = self.tokenizer.apply_chat_template(messages, **kwargs)
+        except Exception as exc:  # jinja TemplateError, TypeError on odd shapes, ...
+            raise RenderError(f"chat template failed: {type(exc).__name__}: {exc}") from exc
+        return _as_ids(out)
+
+    def _template_uses(self, name: str) -> bool:
+        tpl = getattr(self.tokenizer, "chat_template", None)
+        if isinstance(tpl, dict):
+            tpl = " ".join(str(v) for v in tpl.values())
+        return isinstance(tpl, str) and name in tpl
+
+
+def _as_ids(out: Any) -> list[int]:
+    # transformers may hand back a BatchEncoding or a batch of one.
+    if hasattr(out, "keys") and "input_ids" in out:
+        out = out["input_ids"]
+    if hasattr(out, "tolist"):
+        out = out.tolist()
+    if out and isinstance(out[0], list):
+        out = out[0]
+    return [int(t) for t in out]
+
+
+def load_model(name: str, context_length: Optional[int] = None,
+               prefill_step_size: Optional[int] = None) -> LoadedModel:
+    """mlx_lm.load on a local directory or a Hugging Face id (needs the hub)."""
+    from mlx_lm import load
+
+    t0 = time.perf_counter()
+    model, tokenizer, config = load(name, return_config=True)
+    seconds = time.perf_counter() - t0
+    native = _context_from(config, tokenizer)
+    lm = LoadedModel(
+        name=name, model=model, tokenizer=tokenizer, config=config,
+        context_length=int(context_length) if context_length else native,
+        prefill_step_size=int(prefill_step_size or 2048), load_seconds=seconds,
+    )
+    lm.info = describe(lm, name)
+    return lm
+
+
+def describe(lm: LoadedModel, name: str) -> dict:
+    """The `loaded` reply's facts (see PROTOCOL.md)."""
+    cfg = _text_config(lm.config)
+    tok = lm.tokenizer
+    local = Path(name).expanduser()
+    inner = getattr(tok, "_tokenizer", tok)
+    return {
+        "model": name,
+        "path": str(local.resolve()) if local.is_dir() else None,
+        "model_type": cfg.get("model_type") or lm.config.get("model_type"),
+        "context_length": lm.context_length,
+        "vocab_size": int(cfg.get("vocab_size") or len(tok.get_vocab())),
+        "supports_vision": False,  # mlx-lm serves text only; images are refused upstream
+        "kv_bytes_per_token": kv_bytes_per_token(lm.config, lm.model),
+        "has_tool_calling": bool(getattr(tok, "has_tool_calling", False)),
+        "has_thinking": bool(getattr(tok, "has_thinking", False)),
+        "tool_parser": getattr(inner, "init_kwargs", {}).get("tool_parser_type"),
+        "demo": local.is_dir() and (local / DEMO_MARKER).is_file(),
+        "load_seconds": round(lm.load_seconds, 3),
+    }
+
+
+def _text_config(config: dict) -> dict:
+    # Multimodal checkpoints nest the language model's settings.
+    text = config.get("text_config")
+    return {**config, **text} if isinstance(text, dict) else config
+
+
+def _context_from(config: dict, tokenizer: Any) -> int:
+    cfg = _text_config(config)
+    for key in _CONTEXT_KEYS:
+        val = cfg.get(key)
+        if isinstance(val, int) and val > 0:
+            return val
+    val = getattr(tokenizer, "model_max_length", None)
+    if isinstance(val, int) and 0 < val < 10_000_000:
+        return val
+    return _FALLBACK_CONTEXT
+
+
+def kv_bytes_per_token(config: dict, model: Any) -> int:
+    """2 (K and V) x layers x kv_heads x head_dim x dtype bytes."""
+    cfg = _text_config(config)
+    heads = int(cfg.get("num_attention_heads") or cfg.get("n_heads") or 1)
+    kv_heads = int(cfg.get("num_key_value_heads") or cfg.get("n_kv_heads") or heads)
+    hidden = int(cfg.get("hidden_size") or cfg.get("dim") or 0)
+    head_dim = int(cfg.get("head_dim") or (hidden // heads if hidden else 128))
+    layers = int(cfg.get("num_hidden_layers") or cfg.get("n_layers")
+                 or len(getattr(model, "layers", [])) or 1)
+    return 2 * layers * kv_heads * head_dim * _activation_bytes(model)
+
+
+def _activation_bytes(model: Any) -> int:
+    # The KV cache takes the activations' dtype: the first floating parameter
+    # (for quantized weights, that is the scales' dtype).
+    for _, p in tree_flatten(model.parameters()):
+        if isinstance(p, mx.array) and mx.issubdtype(p.dtype, mx.floating):
+            return p.dtype.size
+    return 2

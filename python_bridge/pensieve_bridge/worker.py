@@ -1,0 +1,226 @@
+"""The worker's main loop: one model, commands in order, generation with polling."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import queue
+import sys
+import traceback
+from collections import deque
+from typing import Any, Optional
+
+import mlx.core as mx
+
+from . import PROTOCOL_VERSION, faults, memory
+from .errors import WorkerError, bad_request
+from .generation import Generation, parse_prompt, render, run_generate
+from .model import LoadedModel, load_model
+from .streams import EOF_MARK, ProtocolOut
+
+DEFAULT_CACHE_LIMIT_GB = 5.0
+# Answered at once even while a generation runs; everything else waits for it.
+IMMEDIATE = {"cancel", "stats", "count_tokens"}
+
+
+def hello() -> dict:
+    from importlib.metadata import version
+
+    return {"type": "hello", "pid": os.getpid(), "python": platform.python_version(),
+            "mlx": mx.__version__, "mlx_lm": version("mlx-lm"), "platform": sys.platform,
+            "device": "gpu" if mx.metal.is_available() else "cpu"}
+
+
+class Worker:
+    def __init__(self, out: ProtocolOut, inbox: "queue.Queue[object]"):
+        self.out = out
+        self.inbox = inbox
+        self.deferred: deque = deque()
+        self.lm: Optional[LoadedModel] = None
+        self.current: Optional[Generation] = None
+        self.eof = False
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def send(self, msg: dict) -> None:
+        self.out.send(msg)
+
+    def log(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def _parse(self, raw: bytes) -> Optional[dict]:
+        """A command dict, or None after answering a malformed line."""
+        try:
+            msg = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            self.send({"type": "error", "id": None, "code": "bad_request",
+                       "message": "line is not valid JSON"})
+            return None
+        if not isinstance(msg, dict):
+            self.send(bad_request("a command must be a JSON object").reply(None))
+            return None
+        cmd_id = msg.get("id")
+        if not isinstance(cmd_id, (str, int)) or isinstance(cmd_id, bool):
+            self.send(bad_request("a command needs an id (string)").reply(None))
+            return None
+        if msg.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+            self.send(bad_request(f"unsupported protocol version {msg.get('v')!r}; "
+                                  f"this worker speaks {PROTOCOL_VERSION}").reply(cmd_id))
+            return None
+        if not isinstance(msg.get("cmd"), str):
+            self.send(bad_request("a command needs a cmd (string)").reply(cmd_id))
+            return None
+        return msg
+
+    def poll(self) -> None:
+        """Between tokens: answer cancel/stats/count_tokens now, defer the rest."""
+        while True:
+            try:
+                raw = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if raw is EOF_MARK:
+                # The server is gone: stop generating, then exit.
+                self.eof = True
+                if self.current:
+                    self.current.cancelled = True
+                continue
+            msg = self._parse(raw)
+            if msg is None:
+                continue
+            if msg["cmd"] in IMMEDIATE:
+                self._dispatch(msg)
+            else:
+                self.deferred.append(msg)
+
+    # -- loop -------------------------------------------------------------------
+
+    def run(self) -> int:
+        while not self.eof:
+            if self.deferred:
+                msg = self.deferred.popleft()
+            else:
+                raw = self.inbox.get()
+                if raw is EOF_MARK:
+                    break
+                msg = self._parse(raw)
+                if msg is None:
+                    continue
+            if self._dispatch(msg) == "exit":
+                return 0
+        self.log("[worker] stdin closed; exiting")
+        return 0
+
+    def _dispatch(self, msg: dict) -> Optional[str]:
+        cmd, cmd_id = msg["cmd"], msg["id"]
+        faults.make_noise(cmd)
+        handler = getattr(self, f"cmd_{cmd}", None)
+        if handler is None:
+            self.send(bad_request(f"unknown command {cmd!r}").reply(cmd_id))
+            return None
+        try:
+            return handler(msg)
+        except WorkerError as exc:
+            self.send(exc.reply(cmd_id))
+        except Exception as exc:  # keep serving: the server decides what to do
+            self.log(f"[worker] {cmd} id={cmd_id} failed:\n{traceback.format_exc()}")
+            self.send(WorkerError("internal", f"{type(exc).__name__}: {exc}").reply(cmd_id))
+        return None
+
+    def _require_model(self) -> LoadedModel:
+        if self.lm is None:
+            raise WorkerError("not_loaded", "no model is loaded; send load first")
+        return self.lm
+
+    # -- commands ---------------------------------------------------------------
+
+    def cmd_load(self, msg: dict) -> None:
+        name = msg.get("model")
+        if not isinstance(name, str) or not name:
+            raise bad_request("load needs a model (path or Hugging Face id)")
+        limit = msg.get("cache_limit_gb", DEFAULT_CACHE_LIMIT_GB)
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
+            raise bad_request("cache_limit_gb must be a number >= 0")
+        for key in ("context_length", "prefill_step_size"):
+            val = msg.get(key)
+            if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
+                raise bad_request(f"{key} must be an integer >= 1")
+        self.send(self.load(name, float(limit), msg.get("context_length"),
+                            msg.get("prefill_step_size"), msg["id"]))
+
+    def load(self, name: str, cache_limit_gb: float, context_length: Optional[int],
+             prefill_step_size: Optional[int], cmd_id: Any) -> dict:
+        if self.lm is not None:  # one model per worker: free the old one first
+            self.lm = None
+            gc.collect()
+            memory.clear_and_log("unload", self.log)
+        memory.set_cache_limit(cache_limit_gb)
+        metal = memory.metal_info()
+        if metal:
+            self.log(f"[worker] metal device: {metal}")
+        try:
+            self.lm = load_model(name, context_length, prefill_step_size)
+        except Exception as exc:
+            self.log(f"[worker] load failed:\n{traceback.format_exc()}")
+            raise WorkerError("load_failed", f"could not load {name}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        mem = memory.clear_and_log("after load", self.log)
+        return {"type": "loaded", "id": cmd_id, **self.lm.info,
+                "cache_limit_gb": cache_limit_gb, "memory": mem}
+
+    def cmd_generate(self, msg: dict) -> None:
+        lm = self._require_model()
+        outcome = "error"
+        try:
+            run_generate(self, lm, msg, self._started)
+            outcome = "done"
+        finally:
+            self.current = None
+            # Cache hygiene after every generation: success, error or cancel.
+            memory.clear_and_log(f"after generate id={msg['id']} ({outcome})", self.log)
+
+    def _started(self, gen: Generation) -> None:
+        self.current = gen
+
+    def cmd_cancel(self, msg: dict) -> None:
+        target = msg.get("target")
+        found = False
+        if self.current is not None and self.current.id == target and not self.current.cancelled:
+            self.current.cancelled = True
+            found = True
+        else:
+            # A generate still waiting behind the current one: drop it.
+            for queued in list(self.deferred):
+                if queued.get("cmd") == "generate" and queued.get("id") == target:
+                    self.deferred.remove(queued)
+                    found = True
+                    self.send({"type": "cancelled", "id": msg["id"], "target": target,
+                               "found": True})
+                    self.send({"type": "done", "id": target, "finish_reason": "cancelled",
+                               "stop_sequence": None, "prompt_tokens": 0,
+                               "completion_tokens": 0, "cached_tokens": 0})
+                    return
+        self.send({"type": "cancelled", "id": msg["id"], "target": target, "found": found})
+
+    def cmd_count_tokens(self, msg: dict) -> None:
+        lm = self._require_model()
+        messages, tools, thinking = parse_prompt(msg)
+        count = len(render(lm, messages, tools, thinking))
+        self.send({"type": "count", "id": msg["id"], "input_tokens": count})
+
+    def cmd_clear_cache(self, msg: dict) -> None:
+        mem = memory.clear_and_log("clear_cache command", self.log)
+        self.send({"type": "cleared", "id": msg["id"], "memory": mem})
+
+    def cmd_stats(self, msg: dict) -> None:
+        self.send({"type": "stats", "id": msg["id"],
+                   "model": self.lm.name if self.lm else None,
+                   "generating": self.current.id if self.current else None,
+                   "deferred": len(self.deferred), "memory": memory.snapshot()})
+
+    def cmd_shutdown(self, msg: dict) -> str:
+        memory.clear_and_log("shutdown", self.log)
+        self.send({"type": "bye", "id": msg["id"]})
+        return "exit"

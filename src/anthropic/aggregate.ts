@@ -1,0 +1,81 @@
+/**
+ * Non-streaming answers: the same engine events folded into one Message. Built on the
+ * stream converter so that JSON and SSE answers cannot drift apart.
+ */
+import type { EngineEvent } from "../engine/types";
+import type { ContentBlockT, MessageT, StopReasonT, UsageT } from "./schemas";
+import { type SseEvent, StreamConverter, type StreamConverterOptions } from "./stream";
+
+type Draft = ContentBlockT & { partialJson?: string };
+
+/** Applies Anthropic stream events to a Message, as the SDKs do. Also used by tests on wire output. */
+export class MessageAccumulator {
+  private message: MessageT | null = null;
+  private blocks: Draft[] = [];
+
+  apply(ev: SseEvent): void {
+    const d = ev.data as Record<string, any>;
+    switch (d.type) {
+      case "message_start":
+        this.message = structuredClone(d.message) as MessageT;
+        break;
+      case "content_block_start":
+        this.blocks[d.index] = structuredClone(d.content_block) as Draft;
+        break;
+      case "content_block_delta":
+        this.delta(this.blocks[d.index], d.delta);
+        break;
+      case "content_block_stop": {
+        const b = this.blocks[d.index];
+        if (b?.type === "tool_use" && b.partialJson !== undefined) {
+          b.input = b.partialJson ? (JSON.parse(b.partialJson) as Record<string, unknown>) : {};
+          delete b.partialJson;
+        }
+        break;
+      }
+      case "message_delta":
+        if (!this.message) break;
+        this.message.stop_reason = d.delta.stop_reason as StopReasonT;
+        this.message.stop_sequence = (d.delta.stop_sequence ?? null) as string | null;
+        this.message.usage = { ...this.message.usage, ...(d.usage as UsageT) };
+        break;
+    }
+  }
+
+  private delta(block: Draft | undefined, delta: Record<string, any>): void {
+    if (!block) return;
+    if (delta.type === "text_delta" && block.type === "text") block.text += delta.text;
+    else if (delta.type === "thinking_delta" && block.type === "thinking") block.thinking += delta.thinking;
+    else if (delta.type === "signature_delta" && block.type === "thinking") block.signature = delta.signature;
+    else if (delta.type === "input_json_delta" && block.type === "tool_use")
+      block.partialJson = (block.partialJson ?? "") + delta.partial_json;
+  }
+
+  /** The message so far (content in index order). Throws if message_start never came. */
+  result(): MessageT {
+    if (!this.message) throw new Error("no message_start event");
+    return { ...this.message, content: this.blocks.filter(Boolean) };
+  }
+}
+
+/** Folds engine events into a complete Message. */
+export async function aggregate(events: AsyncIterable<EngineEvent>, opts: StreamConverterOptions): Promise<MessageT> {
+  const conv = new StreamConverter(opts);
+  const acc = new MessageAccumulator();
+  for (const e of conv.start()) acc.apply(e);
+  for await (const ev of events) {
+    for (const e of conv.push(ev)) acc.apply(e);
+    if (conv.isFinished) break;
+  }
+  if (!conv.isFinished) throw new Error("generation ended without a done event");
+  return acc.result();
+}
+
+/** Synchronous variant for a list of events (handy in tests and the JSON route). */
+export function aggregateEvents(events: readonly EngineEvent[], opts: StreamConverterOptions): MessageT {
+  const conv = new StreamConverter(opts);
+  const acc = new MessageAccumulator();
+  for (const e of conv.start()) acc.apply(e);
+  for (const ev of events) for (const e of conv.push(ev)) acc.apply(e);
+  return acc.result();
+}

@@ -1,0 +1,68 @@
+/**
+ * Model aliases: clients ask for claude-* (or anything); the alias map picks the served
+ * model. Responses echo the requested name, so clients never notice.
+ */
+
+/** One rule: `pattern` is an exact name or a glob (`*` any run, `?` one character). */
+export interface AliasRule {
+  pattern: string;
+  /** The served model's id; "default" (or empty) means whatever model the engine serves. */
+  target: string;
+}
+
+/** The id under which the served model is also listed, so Claude-only model pickers find it. */
+export const CLAUDE_MODEL_ID = "claude-pensieve-local";
+
+/** Target keyword meaning "the engine's served model". */
+export const DEFAULT_TARGET = "default";
+
+/**
+ * Parses "claude-*haiku*=small-model,*=default" into rules (order kept).
+ * Throws on an entry without `=` or with an empty pattern, so a typo fails at startup.
+ */
+export function parseAliases(spec: string): AliasRule[] {
+  const rules: AliasRule[] = [];
+  for (const raw of spec.split(",")) {
+    const entry = raw.trim();
+    if (!entry) continue;
+    const eq = entry.lastIndexOf("=");
+    if (eq <= 0) throw new Error(`invalid alias entry "${entry}": expected PATTERN=TARGET`);
+    const pattern = entry.slice(0, eq).trim();
+    const target = entry.slice(eq + 1).trim();
+    if (!pattern) throw new Error(`invalid alias entry "${entry}": empty pattern`);
+    rules.push({ pattern, target: target || DEFAULT_TARGET });
+  }
+  return rules;
+}
+
+const isGlob = (p: string) => p.includes("*") || p.includes("?");
+
+const globCache = new Map<string, RegExp>();
+function globToRegExp(glob: string): RegExp {
+  let re = globCache.get(glob);
+  if (!re) {
+    const body = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*").replaceAll("?", ".");
+    re = new RegExp(`^${body}$`, "i");
+    globCache.set(glob, re);
+  }
+  return re;
+}
+
+/**
+ * Resolves a requested model name to the served target. Exact names win over globs;
+ * globs are tried in order; anything unmatched maps to the served model.
+ */
+export function resolveModel(requested: string, rules: readonly AliasRule[], served: string): string {
+  const pick = (target: string) => (target === DEFAULT_TARGET || target === "" ? served : target);
+  const lower = requested.toLowerCase();
+  for (const r of rules) if (!isGlob(r.pattern) && r.pattern.toLowerCase() === lower) return pick(r.target);
+  for (const r of rules) if (isGlob(r.pattern) && globToRegExp(r.pattern).test(requested)) return pick(r.target);
+  return served;
+}
+
+/** Names worth listing in /v1/models: the served id, the claude id, and exact (non-glob) aliases. */
+export function listedModelIds(rules: readonly AliasRule[], served: string): string[] {
+  const ids = [served, CLAUDE_MODEL_ID];
+  for (const r of rules) if (!isGlob(r.pattern)) ids.push(r.pattern);
+  return [...new Set(ids)];
+}

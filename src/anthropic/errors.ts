@@ -1,0 +1,171 @@
+/**
+ * HTTP errors in Anthropic's shape, and the one mapping from every typed error
+ * (engine, validation, auth, ...) to a status, body and headers.
+ */
+import { NotFoundError, ParseError, ValidationError } from "elysia";
+import {
+  EngineBadRequestError,
+  EngineOverloadedError,
+  EngineTimeoutError,
+  PromptTooLongError,
+  WorkerCrashedError,
+} from "../engine/errors";
+
+export type AnthropicErrorType =
+  | "invalid_request_error"
+  | "authentication_error"
+  | "permission_error"
+  | "not_found_error"
+  | "request_too_large"
+  | "rate_limit_error"
+  | "timeout_error"
+  | "api_error"
+  | "overloaded_error";
+
+/** Anthropic's error body: `{type:"error", error:{type, message}, request_id}`. */
+export interface AnthropicErrorBody {
+  type: "error";
+  error: { type: AnthropicErrorType; message: string };
+  request_id: string | null;
+}
+
+export interface MappedError {
+  status: number;
+  body: AnthropicErrorBody;
+  headers: Record<string, string>;
+}
+
+/** Retry hints are capped: Claude Code and the SDKs honour retry-after, and we promise <= 60 s. */
+export const MAX_RETRY_AFTER_SECONDS = 60;
+
+/** An error that already knows its HTTP status and Anthropic error type. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly errorType: AnthropicErrorType,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+export class InvalidRequestError extends HttpError {
+  constructor(message: string) {
+    super(400, "invalid_request_error", message);
+  }
+}
+
+export class AuthenticationError extends HttpError {
+  constructor(message = "invalid x-api-key") {
+    super(401, "authentication_error", message);
+  }
+}
+
+export class PermissionError extends HttpError {
+  constructor(message: string) {
+    super(403, "permission_error", message);
+  }
+}
+
+export class NotFoundApiError extends HttpError {
+  constructor(message = "Not found") {
+    super(404, "not_found_error", message);
+  }
+}
+
+export class RequestTooLargeError extends HttpError {
+  constructor(maxBytes: number) {
+    super(413, "request_too_large", `Request exceeds the maximum allowed number of bytes (${maxBytes}).`);
+  }
+}
+
+function retryHeaders(seconds: number): Record<string, string> {
+  const s = Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Math.ceil(seconds)));
+  return { "retry-after": String(s), "x-should-retry": "true" };
+}
+
+/** 529: too much queued work. Carries retry-after and x-should-retry so clients back off. */
+export class OverloadedError extends HttpError {
+  constructor(message = "Overloaded", retryAfterSeconds = 5) {
+    super(529, "overloaded_error", message, retryHeaders(retryAfterSeconds));
+  }
+}
+
+/** 503 `overloaded_error`: the memory gate's refusal (or shutdown). Same retry headers as 529. */
+export class ServiceUnavailableError extends HttpError {
+  constructor(message: string, retryAfterSeconds = 10) {
+    super(503, "overloaded_error", message, retryHeaders(retryAfterSeconds));
+  }
+}
+
+/** Builds the memory gate's 503, naming memory and the GB available. */
+export function memoryUnavailableError(availableGb: number, retryAfterSeconds = 10): ServiceUnavailableError {
+  return new ServiceUnavailableError(
+    `Insufficient memory to serve this request: ${availableGb.toFixed(2)} GB available. Retry later.`,
+    retryAfterSeconds,
+  );
+}
+
+const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/** A random id in Anthropic's style, e.g. `req_011CV...` (prefix + 24 base62 characters). */
+export function newId(prefix: string): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  let out = prefix;
+  for (const b of bytes) out += BASE62[b % 62];
+  return out;
+}
+
+export const newRequestId = (): string => newId("req_");
+
+export function errorBody(type: AnthropicErrorType, message: string, requestId: string | null): AnthropicErrorBody {
+  return { type: "error", error: { type, message }, request_id: requestId };
+}
+
+/** "messages/0/role" (JSON pointer) -> "messages.0.role", the way Anthropic names fields. */
+function fieldPath(pointer: string): string {
+  return pointer.replace(/^\//, "").replaceAll("/", ".");
+}
+
+function validationMessage(err: ValidationError): string {
+  const first = err.valueError;
+  if (!first) return `Invalid request ${err.type}`;
+  const path = fieldPath(first.path);
+  return path ? `${path}: ${first.message}` : first.message;
+}
+
+/** Maps any thrown value to Anthropic's error response parts. Unknown errors become a 500. */
+export function mapError(err: unknown, requestId: string | null): MappedError {
+  // Elysia wraps errors thrown by parsers (our body limit) in ParseError; unwrap typed ones.
+  if (err instanceof ParseError && err.cause instanceof HttpError) err = err.cause;
+  const build = (status: number, type: AnthropicErrorType, message: string, headers: Record<string, string> = {}) => ({
+    status,
+    body: errorBody(type, message, requestId),
+    headers,
+  });
+
+  if (err instanceof HttpError) return build(err.status, err.errorType, err.message, err.headers);
+  if (err instanceof ValidationError) return build(400, "invalid_request_error", validationMessage(err));
+  if (err instanceof ParseError) return build(400, "invalid_request_error", "Invalid request body: malformed JSON");
+  if (err instanceof NotFoundError) return build(404, "not_found_error", "Not found");
+  if (err instanceof PromptTooLongError)
+    return build(400, "invalid_request_error", `prompt is too long: ${err.promptTokens} tokens > ${err.maxTokens} maximum`);
+  if (err instanceof EngineBadRequestError) return build(400, "invalid_request_error", err.message);
+  if (err instanceof EngineOverloadedError)
+    return build(529, "overloaded_error", err.message || "Overloaded", retryHeaders(err.retryAfterSeconds));
+  if (err instanceof EngineTimeoutError)
+    return build(504, "timeout_error", err.message || "The model did not answer in time", { "x-should-retry": "true" });
+  if (err instanceof WorkerCrashedError) return build(500, "api_error", err.message);
+  const message = err instanceof Error && err.message ? `Internal server error: ${err.message}` : "Internal server error";
+  return build(500, "api_error", message);
+}
+
+/** A ready Response for an error, for code that answers outside the global onError. */
+export function errorResponse(err: unknown, requestId: string | null): Response {
+  const { status, body, headers } = mapError(err, requestId);
+  const h: Record<string, string> = { "content-type": "application/json", ...headers };
+  if (requestId) h["request-id"] = requestId;
+  return new Response(JSON.stringify(body), { status, headers: h });
+}

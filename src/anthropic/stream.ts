@@ -1,0 +1,202 @@
+/**
+ * Pure converter: engine events -> Anthropic SSE events ({event, data} objects).
+ * Order: message_start, ping*, (content_block_start, delta*, content_block_stop)*,
+ * message_delta, message_stop. No I/O here; the route wraps each object in Elysia's sse().
+ */
+import { createHash } from "node:crypto";
+import type { EngineEvent, FinishReason } from "../engine/types";
+import type { AnthropicErrorType } from "./errors";
+import type { StopReasonT, UsageT } from "./schemas";
+
+/** One SSE event: `event:` line plus JSON `data:` payload (whose `type` repeats the event). */
+export interface SseEvent {
+  event: string;
+  data: { type: string } & Record<string, unknown>;
+}
+
+export interface StreamConverterOptions {
+  /** msg_... */
+  messageId: string;
+  /** The name the client asked for; echoed back. */
+  model: string;
+  /** thinking.display === "omitted": thinking blocks carry a signature but no text. */
+  omitThinking?: boolean;
+}
+
+/** Engine finish reasons -> Anthropic stop reasons. */
+export function stopReasonOf(reason: FinishReason, sawToolCall: boolean): StopReasonT {
+  switch (reason) {
+    case "length":
+      return "max_tokens";
+    case "stop_sequence":
+      return "stop_sequence";
+    case "tool_calls":
+      return "tool_use";
+    default:
+      // A template that stops after a tool call reports a plain stop; Anthropic says tool_use.
+      return sawToolCall ? "tool_use" : "end_turn";
+  }
+}
+
+/** Anthropic splits input into uncached (input_tokens) and cache reads; the sum is the prompt. */
+export function usageOf(promptTokens: number, cachedTokens: number, outputTokens: number): UsageT {
+  const cached = Math.min(Math.max(0, cachedTokens), promptTokens);
+  return {
+    input_tokens: promptTokens - cached,
+    output_tokens: outputTokens,
+    cache_read_input_tokens: cached,
+    cache_creation_input_tokens: 0,
+  };
+}
+
+/** An opaque, stable signature for a thinking block (clients only echo it back). */
+export function thinkingSignature(text: string): string {
+  return "pensieve1:" + createHash("sha256").update(text).digest("base64");
+}
+
+export function errorEvent(type: AnthropicErrorType, message: string, requestId: string | null = null): SseEvent {
+  return { event: "error", data: { type: "error", error: { type, message }, request_id: requestId } };
+}
+
+export const pingEvent = (): SseEvent => ({ event: "ping", data: { type: "ping" } });
+
+type OpenBlock = { kind: "text" } | { kind: "thinking"; text: string };
+
+/** Stateful, synchronous converter; feed it engine events in order. */
+export class StreamConverter {
+  private started = false;
+  private finished = false;
+  private open: OpenBlock | null = null;
+  private index = -1;
+  private sawToolCall = false;
+  private promptTokens = 0;
+  private cachedTokens = 0;
+
+  constructor(private readonly opts: StreamConverterOptions) {}
+
+  get isStarted(): boolean {
+    return this.started;
+  }
+
+  /** True once message_stop was produced. */
+  get isFinished(): boolean {
+    return this.finished;
+  }
+
+  /** message_start, once. Usage is known only if the engine already said `started`. */
+  start(): SseEvent[] {
+    if (this.started) return [];
+    this.started = true;
+    const message = {
+      id: this.opts.messageId,
+      type: "message",
+      role: "assistant",
+      model: this.opts.model,
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage: usageOf(this.promptTokens, this.cachedTokens, 0),
+    };
+    return [{ event: "message_start", data: { type: "message_start", message } }];
+  }
+
+  /** A keep-alive ping (the route sends one while waiting on a slow prompt). */
+  ping(): SseEvent[] {
+    return this.finished ? [] : [...this.start(), pingEvent()];
+  }
+
+  /** Converts one engine event; starts the message first if needed. Events after done are dropped. */
+  push(ev: EngineEvent): SseEvent[] {
+    if (this.finished) return [];
+    if (ev.type === "started" && !this.started) {
+      this.promptTokens = ev.promptTokens;
+      this.cachedTokens = ev.cachedTokens;
+    }
+    const out = this.start();
+    switch (ev.type) {
+      case "started":
+      case "progress":
+        out.push(pingEvent());
+        break;
+      case "text":
+        if (ev.text) this.text(out, ev.text);
+        break;
+      case "thinking":
+        if (ev.text) this.thinking(out, ev.text);
+        break;
+      case "tool_call":
+        this.toolCall(out, ev);
+        break;
+      case "done":
+        this.done(out, ev);
+        break;
+    }
+    return out;
+  }
+
+  private text(out: SseEvent[], text: string): void {
+    if (this.open?.kind !== "text") {
+      this.closeBlock(out);
+      this.openBlock(out, { kind: "text" }, { type: "text", text: "" });
+    }
+    out.push(this.delta({ type: "text_delta", text }));
+  }
+
+  private thinking(out: SseEvent[], text: string): void {
+    if (this.open?.kind !== "thinking") {
+      this.closeBlock(out);
+      this.openBlock(out, { kind: "thinking", text: "" }, { type: "thinking", thinking: "", signature: "" });
+    }
+    const block = this.open as { kind: "thinking"; text: string };
+    block.text += text;
+    if (!this.opts.omitThinking) out.push(this.delta({ type: "thinking_delta", thinking: text }));
+  }
+
+  private toolCall(out: SseEvent[], ev: Extract<EngineEvent, { type: "tool_call" }>): void {
+    this.closeBlock(out);
+    this.sawToolCall = true;
+    this.index++;
+    out.push({
+      event: "content_block_start",
+      data: { type: "content_block_start", index: this.index, content_block: { type: "tool_use", id: ev.id, name: ev.name, input: {} } },
+    });
+    out.push(this.delta({ type: "input_json_delta", partial_json: JSON.stringify(ev.arguments ?? {}) }));
+    out.push({ event: "content_block_stop", data: { type: "content_block_stop", index: this.index } });
+  }
+
+  private done(out: SseEvent[], ev: Extract<EngineEvent, { type: "done" }>): void {
+    this.closeBlock(out);
+    const stopReason = stopReasonOf(ev.finishReason, this.sawToolCall);
+    out.push({
+      event: "message_delta",
+      data: {
+        type: "message_delta",
+        delta: { stop_reason: stopReason, stop_sequence: stopReason === "stop_sequence" ? (ev.stopSequence ?? null) : null },
+        usage: usageOf(ev.promptTokens, ev.cachedTokens, ev.completionTokens),
+      },
+    });
+    out.push({ event: "message_stop", data: { type: "message_stop" } });
+    this.finished = true;
+  }
+
+  private openBlock(out: SseEvent[], block: OpenBlock, contentBlock: Record<string, unknown>): void {
+    this.index++;
+    this.open = block;
+    out.push({
+      event: "content_block_start",
+      data: { type: "content_block_start", index: this.index, content_block: contentBlock },
+    });
+  }
+
+  private closeBlock(out: SseEvent[]): void {
+    if (!this.open) return;
+    if (this.open.kind === "thinking")
+      out.push(this.delta({ type: "signature_delta", signature: thinkingSignature(this.open.text) }));
+    out.push({ event: "content_block_stop", data: { type: "content_block_stop", index: this.index } });
+    this.open = null;
+  }
+
+  private delta(delta: Record<string, unknown>): SseEvent {
+    return { event: "content_block_delta", data: { type: "content_block_delta", index: this.index, delta } };
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * createApp: composes the whole HTTP layer around an engine and a memory monitor.
+ * It never listens; src/main.ts (or a test via app.handle) does.
+ */
+import { Elysia } from "elysia";
+import { type AliasRule, parseAliases } from "./anthropic/aliases";
+import { mapError, newRequestId } from "./anthropic/errors";
+import { anthropicRoutes, type StreamTiming } from "./anthropic/routes";
+import { docsPlugin } from "./docs/plugin";
+import type { InferenceEngine } from "./engine/types";
+import { auth } from "./http/auth";
+import { bodyLimit, DEFAULT_MAX_BODY_BYTES } from "./http/body-limit";
+import { healthRoutes } from "./http/health";
+import { cors, hostCheck } from "./http/host";
+import { requestId, requestIdOf } from "./http/request-id";
+import type { Logger } from "./log";
+import { memoryGuard } from "./memory/plugin";
+import type { MemoryMonitor } from "./memory/types";
+
+export interface AppConfig {
+  /** Token clients must send (x-api-key or Bearer). null disables auth. */
+  token: string | null;
+  /** Alias map: parsed rules, or the flag's string form ("claude-*haiku*=small,*=default"). */
+  aliases: string | readonly AliasRule[];
+  /** Host names accepted besides localhost/127.0.0.1/[::1] ("*" accepts any). */
+  allowedHosts: readonly string[];
+  /** Origins that get CORS headers; none by default. */
+  corsOrigins?: readonly string[];
+  /** 413 above this; default 32 MB. Bun's server limit must be set above it (see main.ts). */
+  maxBodyBytes?: number;
+  version: string;
+  /** SSE head start and keep-alive pings; defaults suit Bun's idle timeout. */
+  stream?: StreamTiming;
+}
+
+export interface AppDeps {
+  engine: InferenceEngine;
+  memory: MemoryMonitor;
+  config: AppConfig;
+  /** Milliseconds since the epoch; injectable for tests. */
+  clock?: () => number;
+  logger?: Logger;
+  /** Passed to the memory guard: the gate saw Emergency. */
+  onEmergency?: (reason: string) => void;
+  /** Extra /health fields under `memory` (the memory-safety work provides them). */
+  memoryInfo?: () => Record<string, unknown> | Promise<Record<string, unknown>>;
+  /** Serve Swagger at /swagger (default true). */
+  docs?: boolean;
+}
+
+/** Builds the Elysia app. Every response, errors included, passes the memory guard's header hook. */
+export function createApp(deps: AppDeps) {
+  const { engine, config, logger } = deps;
+  const clock = deps.clock ?? Date.now;
+  const startedAt = clock();
+  const aliases = typeof config.aliases === "string" ? parseAliases(config.aliases) : config.aliases;
+
+  const app = new Elysia({ name: "pensieve.app" })
+    // One onError for everything: Anthropic's body, the request id, retry headers.
+    .onError({ as: "global" }, ({ error, set, request }) => {
+      const id = requestIdOf(set) ?? newRequestId();
+      const mapped = mapError(error, id);
+      if (mapped.status >= 500 && mapped.status !== 503)
+        logger?.error("request failed", { requestId: id, status: mapped.status, error: mapped.body.error.message });
+      set.status = mapped.status;
+      // A stream that failed before its first byte already set an SSE content type.
+      set.headers["content-type"] = "application/json";
+      set.headers["request-id"] = id;
+      Object.assign(set.headers, mapped.headers);
+      return request.method === "HEAD" ? "" : mapped.body;
+    })
+    .use(requestId())
+    .use(memoryGuard({ monitor: deps.memory, ...(deps.onEmergency ? { onEmergency: deps.onEmergency } : {}) }))
+    .use(hostCheck(config.allowedHosts))
+    .use(cors(config.corsOrigins ?? []))
+    .use(auth(config.token))
+    .use(bodyLimit(config.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES));
+
+  const withDocs =
+    deps.docs === false
+      ? app
+      : app.use(
+          docsPlugin({
+            title: "Pensieve",
+            version: config.version,
+            description: "A local LLM server speaking the Anthropic Messages API, memory safety first.",
+          }),
+        );
+
+  return withDocs
+    .use(
+      healthRoutes({
+        engine,
+        version: config.version,
+        clock,
+        startedAt,
+        ...(deps.memoryInfo ? { memoryInfo: deps.memoryInfo } : {}),
+      }),
+    )
+    .use(
+      anthropicRoutes({
+        engine,
+        aliases,
+        clock,
+        ...(logger ? { logger } : {}),
+        ...(config.stream ? { stream: config.stream } : {}),
+      }),
+    );
+}
+
+export type App = ReturnType<typeof createApp>;

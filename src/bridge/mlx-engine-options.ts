@@ -1,0 +1,54 @@
+/** Options of MlxEngine and their defaults. */
+
+import type { BridgeLogger } from "./protocol";
+
+export const DEFAULTS = {
+  queueLimit: 32,
+  queueTimeoutMs: 300_000,
+  requestTimeoutMs: 120_000,
+  commandTimeoutMs: 30_000,
+  loadTimeoutMs: 30 * 60_000,
+  restartBackoffMs: 500,
+  stopGraceMs: 5000,
+  stderrTailLines: 40,
+} as const;
+
+export const MAX_BACKOFF_MS = 30_000;
+
+export interface MlxEngineOptions {
+  /** Interpreter that runs the worker (tests pass process.execPath with a fake worker). */
+  python: string;
+  /** Path to python_bridge/mlx_inference.py. */
+  script: string;
+  /** Local model directory or Hugging Face id, passed to `load`. */
+  model: string;
+  /** Id clients see; default: the directory name of a local path, else `model`. */
+  modelId?: string;
+  /** The generated demo model with random weights. */
+  isDemo?: boolean;
+  /** MLX cache limit passed to `load`. */
+  cacheLimitGb?: number;
+  /** Extra environment for the worker. */
+  env?: Record<string, string | undefined>;
+  /** Requests allowed to wait behind the running one (default 32); more get EngineOverloadedError. */
+  queueLimit?: number;
+  /** Longest wait in the queue before EngineOverloadedError (default 300 s). */
+  queueTimeoutMs?: number;
+  /** A running generation with no worker event for this long times out and the worker is restarted (default 120 s). */
+  requestTimeoutMs?: number;
+  /** Timeout of count_tokens, stats and idle clear_cache (default 30 s). */
+  commandTimeoutMs?: number;
+  /** Timeout of `load`, which may download a model (default 30 min). */
+  loadTimeoutMs?: number;
+  /** Timeout for the worker's `hello` (default 60 s). */
+  helloTimeoutMs?: number;
+  /** First delay between back-to-back restarts; doubles up to 30 s (default 500 ms). */
+  restartBackoffMs?: number;
+  /** How long `stop` waits for `shutdown` before SIGTERM, then SIGKILL (default 5 s each). */
+  stopGraceMs?: number;
+  /** Worker stderr lines quoted in WorkerCrashedError (default 40). */
+  stderrTailLines?: number;
+  /** Copy worker stderr to the server's stderr with a "[worker] " prefix. */
+  forwardStderr?: boolean | ((text: string) => void);
+  logger?: BridgeLogger;
+}

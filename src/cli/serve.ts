@@ -1,0 +1,147 @@
+import { basename, dirname, join } from "node:path";
+import { createApp } from "../app";
+import { materializeBridge } from "../assets/bridge-files";
+import { MlxEngine } from "../bridge/mlx-engine";
+import type { ServeConfig } from "../config";
+import type { InferenceEngine, ModelInfo } from "../engine/types";
+import { setupMemorySafety } from "../lifecycle/memory-safety";
+import { createLogger, type Logger } from "../log";
+import { createMemoryMonitor } from "../memory/monitor";
+import { createUpstreamEngine } from "../upstream";
+import { DEMO_MODEL_ID, ensureDemoModel } from "./demo-model";
+import { resolvePython } from "./python";
+
+/** Bun's own request-body cap sits above the app's 32 MB limit so the app can answer 413 itself. */
+const BUN_MAX_BODY_BYTES = 64 * 1024 * 1024;
+
+async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<MlxEngine> {
+  const found = resolvePython(cfg.python, cfg.home);
+  if (!found.python) {
+    throw new Error(
+      `no Python environment for the bridge (looked for ${found.tried.join(", ")}).\n` +
+        "Run `pensieve setup` (or `npm start` in the repository), or pass --python /path/to/python.",
+    );
+  }
+  const script = await materializeBridge(join(cfg.home, "bridge"));
+  const bridgeDir = dirname(script);
+  let model = cfg.model;
+  const isDemo = !model;
+  if (!model) {
+    log.info("no --model given: generating the tiny demo model (random weights)");
+    model = await ensureDemoModel(found.python, bridgeDir, cfg.home);
+  }
+  return new MlxEngine({
+    python: found.python,
+    script,
+    model,
+    ...(isDemo ? { modelId: DEMO_MODEL_ID } : {}),
+    isDemo,
+    cacheLimitGb: cfg.cacheLimitGb,
+    queueLimit: cfg.queueLimit,
+    queueTimeoutMs: cfg.queueTimeoutMs,
+    requestTimeoutMs: cfg.requestTimeoutMs,
+    stopGraceMs: cfg.killTimeoutMs,
+    forwardStderr: true,
+    logger: log,
+  });
+}
+
+function describeModel(m: ModelInfo | null, cfg: ServeConfig): string {
+  if (cfg.backend === "openai") return `upstream ${cfg.upstream ?? "(routes)"}${m ? ` model ${m.id}` : ""}`;
+  if (!m) return "no model";
+  return m.isDemo
+    ? `model ${m.id} (DEMO: random weights, its output is gibberish; pass --model for a real one)`
+    : `model ${m.id}`;
+}
+
+/** `pensieve serve`: load the model, listen, print one line, and shut down cleanly on signals. */
+export async function runServe(cfg: ServeConfig, version: string): Promise<void> {
+  const log = createLogger();
+  const engine: InferenceEngine =
+    cfg.backend === "openai"
+      ? createUpstreamEngine({
+          upstream: cfg.upstream ?? "",
+          ...(cfg.upstreamKey ? { apiKey: cfg.upstreamKey } : {}),
+          ...(cfg.upstreamRoutes ? { routes: cfg.upstreamRoutes } : {}),
+          logger: log,
+        })
+      : await buildMlxEngine(cfg, log);
+
+  const monitor = createMemoryMonitor({
+    ...(cfg.memorySource ? { source: cfg.memorySource } : {}),
+    thresholds: { caution: cfg.memCautionGb, warning: cfg.memWarningGb, critical: cfg.memCriticalGb, emergency: cfg.memEmergencyGb },
+    intervalMs: cfg.memoryIntervalMs,
+    log,
+  });
+  await monitor.start();
+
+  let server: ReturnType<typeof Bun.serve> | undefined;
+  const safety = setupMemorySafety({
+    monitor,
+    engine,
+    log,
+    logDir: cfg.logDir,
+    drainTimeoutMs: cfg.drainTimeoutMs,
+    stopTimeoutMs: cfg.killTimeoutMs * 2 + 2000,
+  });
+
+  try {
+    await engine.start();
+  } catch (err) {
+    // An upstream may come up later; the local worker must load now or there is nothing to serve.
+    if (cfg.backend !== "openai") {
+      monitor.stop();
+      await engine.stop().catch(() => {});
+      throw err;
+    }
+    log.warn("upstream not reachable at start; serving 503 until it is", { error: String(err) });
+  }
+
+  const app = createApp({
+    engine,
+    memory: monitor,
+    config: {
+      token: cfg.token,
+      aliases: cfg.aliases,
+      allowedHosts: cfg.allowedHosts,
+      corsOrigins: cfg.corsOrigins,
+      version,
+    },
+    logger: log,
+    onEmergency: safety.onEmergency,
+    memoryInfo: safety.memoryInfo,
+  });
+
+  server = Bun.serve({
+    hostname: cfg.host,
+    port: cfg.port,
+    fetch: (req) => app.handle(req),
+    maxRequestBodySize: BUN_MAX_BODY_BYTES,
+    // Long prefills stream pings, but Bun's default idle timeout (10 s) is too short for slow clients.
+    idleTimeout: 255,
+  });
+
+  const host = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host;
+  const url = `http://${host}:${server.port}`;
+  const memNote = cfg.memorySource ? ` · memory source ${monitor.describe()}` : "";
+  console.log(
+    `Pensieve ${version} listening on ${url} · ${describeModel(engine.model(), cfg)}${memNote} · ` +
+      `Claude Code: ANTHROPIC_BASE_URL=${url} ANTHROPIC_API_KEY=${cfg.token} claude  (or scripts/claude-local)`,
+  );
+
+  let stopping = false;
+  const graceful = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${signal}: shutting down`);
+    safety.state.stopAccepting(`server is shutting down (${signal})`);
+    server?.stop(false);
+    monitor.stop();
+    await engine.stop().catch((e) => log.warn("engine stop failed", { error: String(e) }));
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void graceful("SIGINT"));
+  process.on("SIGTERM", () => void graceful("SIGTERM"));
+  // The model name is shown by basename in logs only.
+  log.debug("ready", { model: engine.model()?.path ? basename(engine.model()!.path) : null });
+}

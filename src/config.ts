@@ -1,0 +1,137 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
+
+/** One serve option: a flag, its PENSIEVE_* variable, a default and its help line. */
+interface OptionSpec {
+  key: keyof ServeConfig;
+  flag: string;
+  env: string;
+  kind: "string" | "int" | "number" | "list";
+  def: string | number | string[] | undefined;
+  help: string;
+}
+
+/** Everything `pensieve serve` can be told, after flags, environment and defaults are merged. */
+export interface ServeConfig {
+  host: string;
+  port: number;
+  model: string | undefined;
+  token: string;
+  python: string | undefined;
+  aliases: string;
+  allowedHosts: string[];
+  corsOrigins: string[];
+  home: string;
+  logDir: string;
+  cacheLimitGb: number;
+  queueLimit: number;
+  queueTimeoutMs: number;
+  requestTimeoutMs: number;
+  memCautionGb: number;
+  memWarningGb: number;
+  memCriticalGb: number;
+  memEmergencyGb: number;
+  memoryIntervalMs: number;
+  memorySource: string | undefined;
+  drainTimeoutMs: number;
+  killTimeoutMs: number;
+  backend: string;
+  upstream: string | undefined;
+  upstreamKey: string | undefined;
+  upstreamRoutes: string | undefined;
+}
+
+const PENSIEVE_HOME = process.env.PENSIEVE_HOME ?? join(homedir(), ".pensieve");
+
+/** The option table: the single source for parsing, defaults and `--help`. */
+export const SERVE_OPTIONS: OptionSpec[] = [
+  { key: "host", flag: "--host", env: "PENSIEVE_HOST", kind: "string", def: "127.0.0.1", help: "address to bind" },
+  { key: "port", flag: "--port", env: "PENSIEVE_PORT", kind: "int", def: 7777, help: "port to listen on (0 picks a free one)" },
+  { key: "model", flag: "--model", env: "PENSIEVE_MODEL", kind: "string", def: undefined, help: "local model directory or Hugging Face id (default: the generated demo model)" },
+  { key: "token", flag: "--token", env: "PENSIEVE_TOKEN", kind: "string", def: "pensieve-local-token", help: "token clients must send (x-api-key or Bearer)" },
+  { key: "python", flag: "--python", env: "PENSIEVE_PYTHON", kind: "string", def: undefined, help: "Python interpreter that runs the bridge" },
+  { key: "aliases", flag: "--aliases", env: "PENSIEVE_ALIASES", kind: "string", def: "*=default", help: "model alias map, e.g. '*haiku*=small,*=default'" },
+  { key: "allowedHosts", flag: "--allowed-hosts", env: "PENSIEVE_ALLOWED_HOSTS", kind: "list", def: [], help: "extra Host header names accepted besides localhost (comma-separated)" },
+  { key: "corsOrigins", flag: "--cors-origins", env: "PENSIEVE_CORS_ORIGINS", kind: "list", def: [], help: "origins allowed by CORS (none by default)" },
+  { key: "home", flag: "--home", env: "PENSIEVE_HOME", kind: "string", def: PENSIEVE_HOME, help: "state directory (demo model, setup venv, logs)" },
+  { key: "logDir", flag: "--log-dir", env: "PENSIEVE_LOG_DIR", kind: "string", def: join(PENSIEVE_HOME, "logs"), help: "where emergency logs are written" },
+  { key: "cacheLimitGb", flag: "--cache-limit-gb", env: "PENSIEVE_CACHE_LIMIT_GB", kind: "number", def: 5, help: "MLX buffer cache limit in the worker" },
+  { key: "queueLimit", flag: "--queue-limit", env: "PENSIEVE_QUEUE_LIMIT", kind: "int", def: 8, help: "waiting requests before 529 overloaded" },
+  { key: "queueTimeoutMs", flag: "--queue-timeout-ms", env: "PENSIEVE_QUEUE_TIMEOUT_MS", kind: "int", def: 300_000, help: "longest a request may wait in the queue before 529" },
+  { key: "requestTimeoutMs", flag: "--request-timeout-ms", env: "PENSIEVE_REQUEST_TIMEOUT_MS", kind: "int", def: 600_000, help: "longest the worker may stay silent during a generation" },
+  { key: "memCautionGb", flag: "--mem-caution-gb", env: "PENSIEVE_MEM_CAUTION_GB", kind: "number", def: 3, help: "GB available at or below which status is Caution" },
+  { key: "memWarningGb", flag: "--mem-warning-gb", env: "PENSIEVE_MEM_WARNING_GB", kind: "number", def: 2, help: "... Warning" },
+  { key: "memCriticalGb", flag: "--mem-critical-gb", env: "PENSIEVE_MEM_CRITICAL_GB", kind: "number", def: 1, help: "... Critical (requests get 503)" },
+  { key: "memEmergencyGb", flag: "--mem-emergency-gb", env: "PENSIEVE_MEM_EMERGENCY_GB", kind: "number", def: 0.5, help: "... Emergency (shutdown)" },
+  { key: "memoryIntervalMs", flag: "--memory-interval-ms", env: "PENSIEVE_MEMORY_INTERVAL_MS", kind: "int", def: 300, help: "memory sampling interval (250-500)" },
+  { key: "memorySource", flag: "--memory-source", env: "PENSIEVE_MEMORY_SOURCE", kind: "string", def: undefined, help: "file:PATH reads available bytes from PATH (drills and tests)" },
+  { key: "drainTimeoutMs", flag: "--drain-timeout-ms", env: "PENSIEVE_DRAIN_TIMEOUT_MS", kind: "int", def: 5000, help: "emergency: wait this long for in-flight requests" },
+  { key: "killTimeoutMs", flag: "--kill-timeout-ms", env: "PENSIEVE_KILL_TIMEOUT_MS", kind: "int", def: 3000, help: "wait after SIGTERM before SIGKILL of the worker" },
+  { key: "backend", flag: "--backend", env: "PENSIEVE_BACKEND", kind: "string", def: "mlx", help: "mlx (local worker) or openai (an OpenAI-compatible upstream)" },
+  { key: "upstream", flag: "--upstream", env: "PENSIEVE_UPSTREAM", kind: "string", def: undefined, help: "upstream base URL for --backend openai" },
+  { key: "upstreamKey", flag: "--upstream-key", env: "PENSIEVE_UPSTREAM_KEY", kind: "string", def: undefined, help: "API key sent to the upstream" },
+  { key: "upstreamRoutes", flag: "--upstream-routes", env: "PENSIEVE_UPSTREAM_ROUTES", kind: "string", def: undefined, help: "route model names to upstreams, e.g. '*haiku*=http://h:8001/v1#small,*=#big'" },
+];
+
+/** A bad command line: the message is shown to the user with exit code 2. */
+export class UsageError extends Error {}
+
+function convert(spec: OptionSpec, raw: string): ServeConfig[keyof ServeConfig] {
+  switch (spec.kind) {
+    case "string":
+      return raw;
+    case "list":
+      return raw.split(",").map((s) => s.trim()).filter(Boolean);
+    case "int":
+    case "number": {
+      const n = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(n) || (spec.kind === "int" && !Number.isInteger(n)) || n < 0) {
+        throw new UsageError(`${spec.flag} (${spec.env}) expects a non-negative ${spec.kind === "int" ? "integer" : "number"}, got '${raw}'`);
+      }
+      return n;
+    }
+  }
+}
+
+/** Merge flags over PENSIEVE_* variables over defaults. */
+export function parseServeArgs(argv: string[], env: Record<string, string | undefined> = process.env): ServeConfig {
+  const out: Record<string, unknown> = {};
+  for (const spec of SERVE_OPTIONS) {
+    const fromEnv = env[spec.env];
+    out[spec.key] = fromEnv !== undefined && fromEnv !== "" ? convert(spec, fromEnv) : spec.def;
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf("=");
+    const name = eq > 0 ? arg.slice(0, eq) : arg;
+    const spec = SERVE_OPTIONS.find((s) => s.flag === name);
+    if (!spec) throw new UsageError(`unknown option '${arg}' (see pensieve serve --help)`);
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new UsageError(`${spec.flag} needs a value`);
+    out[spec.key] = convert(spec, value);
+  }
+  const cfg = out as unknown as ServeConfig;
+  // --home moves the default log dir with it unless a log dir was given.
+  if (cfg.home !== PENSIEVE_HOME && !argv.some((a) => a.startsWith("--log-dir")) && !env.PENSIEVE_LOG_DIR) {
+    cfg.logDir = join(cfg.home, "logs");
+  }
+  const t = [cfg.memCautionGb, cfg.memWarningGb, cfg.memCriticalGb, cfg.memEmergencyGb];
+  if (!(t[0]! > t[1]! && t[1]! > t[2]! && t[2]! > t[3]!)) {
+    throw new UsageError("memory thresholds must decrease: caution > warning > critical > emergency");
+  }
+  if (cfg.port > 65535) throw new UsageError("--port must be at most 65535");
+  if (cfg.backend !== "mlx" && cfg.backend !== "openai") throw new UsageError("--backend must be 'mlx' or 'openai'");
+  if (cfg.backend === "openai" && !cfg.upstream) {
+    throw new UsageError("--backend openai needs --upstream URL");
+  }
+  return cfg;
+}
+
+/** The `serve` section of `--help`, generated from the option table. */
+export function serveHelp(): string {
+  const rows = SERVE_OPTIONS.map((s) => {
+    const def = s.def === undefined || (Array.isArray(s.def) && s.def.length === 0) ? "" : ` [default: ${s.def}]`;
+    return `  ${`${s.flag} <${s.kind === "list" ? "a,b" : s.kind}>`.padEnd(30)} ${s.help}${def}\n  ${"".padEnd(30)} env: ${s.env}`;
+  });
+  return rows.join("\n");
+}

@@ -1,0 +1,43 @@
+/** Typed engine failures; the HTTP layer maps each to an Anthropic error. */
+export class EngineError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** The rendered prompt cannot fit the model's context. */
+export class PromptTooLongError extends EngineError {
+  constructor(
+    readonly promptTokens: number,
+    readonly maxTokens: number,
+  ) {
+    super(`prompt is too long: ${promptTokens} tokens > ${maxTokens} maximum`);
+  }
+}
+
+/** The request is well-formed JSON but the engine cannot serve it. */
+export class EngineBadRequestError extends EngineError {}
+
+/** The worker died or broke protocol; carries its last stderr lines. */
+export class WorkerCrashedError extends EngineError {
+  constructor(
+    message: string,
+    readonly stderrTail: string[] = [],
+  ) {
+    super(stderrTail.length ? `${message}\nworker stderr:\n${stderrTail.join("\n")}` : message);
+  }
+}
+
+/** Too much queued work; retry later. */
+export class EngineOverloadedError extends EngineError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+  }
+}
+
+/** The worker did not answer in time. */
+export class EngineTimeoutError extends EngineError {}

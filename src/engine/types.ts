@@ -1,0 +1,111 @@
+/**
+ * The inference engine boundary. The engine speaks a neutral chat dialect (the
+ * shape Hugging Face chat templates take) and knows nothing of Anthropic.
+ */
+
+/** A tool call carried in assistant history, in chat-template shape. */
+export interface ChatToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: Record<string, unknown> };
+}
+
+/** One message as a chat template expects it. */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant" | "tool";
+  content: string;
+  tool_calls?: ChatToolCall[];
+  tool_call_id?: string;
+  name?: string;
+  reasoning_content?: string;
+}
+
+/** A tool definition in the OpenAI/HF function shape templates understand. */
+export interface ToolSpec {
+  type: "function";
+  function: { name: string; description?: string; parameters: Record<string, unknown> };
+}
+
+/** What to render: shared by generate and count_tokens. */
+export interface PromptInput {
+  /** The target the alias map resolved; single-model engines ignore it, routers use it. */
+  model?: string;
+  messages: ChatMessage[];
+  tools?: ToolSpec[];
+  /** Ask templates that support it (Qwen3) to think, or not. */
+  enableThinking?: boolean;
+}
+
+/** A generation request. */
+export interface GenerateRequest extends PromptInput {
+  /** Correlates logs; never contains prompt text. */
+  requestId: string;
+  maxTokens: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  stop?: string[];
+}
+
+export type FinishReason = "stop" | "length" | "stop_sequence" | "tool_calls" | "cancelled";
+
+/** Events a generation yields, in order: started, progress*, (text|tool_call)*, done. */
+export type EngineEvent =
+  | { type: "started"; promptTokens: number; cachedTokens: number }
+  | { type: "progress"; processed: number; total: number }
+  | { type: "text"; text: string }
+  | { type: "thinking"; text: string }
+  | { type: "tool_call"; id: string; name: string; arguments: Record<string, unknown> }
+  | {
+      type: "done";
+      finishReason: FinishReason;
+      stopSequence?: string;
+      promptTokens: number;
+      completionTokens: number;
+      cachedTokens: number;
+    };
+
+/** Facts about the loaded model. */
+export interface ModelInfo {
+  /** Id clients see, e.g. the directory name or the HF id. */
+  id: string;
+  path: string;
+  contextLength: number;
+  /** True for the generated demo model with random weights. */
+  isDemo: boolean;
+  supportsVision: boolean;
+  /** What the KV cache needs per token, for admission estimates. */
+  kvBytesPerToken: number;
+}
+
+export interface MlxMemory {
+  activeGb: number;
+  cacheGb: number;
+  peakGb: number;
+}
+
+export type EngineState = "stopped" | "starting" | "ready" | "restarting" | "failed";
+
+export interface EngineStats {
+  state: EngineState;
+  model: ModelInfo | null;
+  queued: number;
+  running: number;
+  mlx: MlxMemory | null;
+  workerRssGb: number | null;
+  workerPid: number | null;
+  restarts: number;
+}
+
+/** The engine the HTTP layer drives. Implemented by the MLX bridge and by test fakes. */
+export interface InferenceEngine {
+  start(): Promise<ModelInfo>;
+  model(): ModelInfo | null;
+  state(): EngineState;
+  /** Throws typed errors from ./errors before yielding when the request cannot run. */
+  generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<EngineEvent>;
+  countTokens(input: PromptInput): Promise<number>;
+  stats(): Promise<EngineStats>;
+  clearCache(): Promise<void>;
+  stop(): Promise<void>;
+}

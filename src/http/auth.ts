@@ -1,0 +1,37 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Elysia } from "elysia";
+import { AuthenticationError } from "../anthropic/errors";
+import { isOpenPath, pathOf } from "./paths";
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+/** Constant-time token check: compares SHA-256 digests, which always have equal length. */
+export function tokenMatches(presented: string, expected: Buffer): boolean {
+  return timingSafeEqual(digest(presented), expected);
+}
+
+/** The token a client presented: `x-api-key`, else `Authorization: Bearer ...`. */
+export function presentedToken(headers: Headers): string | null {
+  const key = headers.get("x-api-key");
+  if (key !== null) return key.trim();
+  const auth = headers.get("authorization");
+  const m = auth ? /^Bearer\s+(.+)$/i.exec(auth.trim()) : null;
+  return m?.[1] ? m[1].trim() : null;
+}
+
+/**
+ * Token gate on every route except /health, /api/hello and /swagger*. Runs on request,
+ * before the body is read. A null token disables auth (tests, trusted setups).
+ */
+export function auth(token: string | null) {
+  const expected = token === null ? null : digest(token);
+  return new Elysia({ name: "pensieve.auth" })
+    .onRequest(({ request }) => {
+      if (expected === null || isOpenPath(pathOf(request.url))) return;
+      const presented = presentedToken(request.headers);
+      if (presented === null)
+        throw new AuthenticationError("missing API key: send it in the x-api-key header or as Authorization: Bearer");
+      if (!tokenMatches(presented, expected)) throw new AuthenticationError("invalid x-api-key");
+    })
+    .as("global");
+}

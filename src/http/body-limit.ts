@@ -1,0 +1,71 @@
+import { Elysia } from "elysia";
+import { InvalidRequestError, RequestTooLargeError } from "../anthropic/errors";
+
+/** Anthropic's limit for a Messages request body. */
+export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024;
+
+/** Reads a body stream, refusing past `maxBytes` (chunked bodies have no content-length). */
+export async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
+  if (!request.body) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw new RequestTooLargeError(maxBytes);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.byteLength;
+  }
+  return out;
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Parses a JSON body within the limit; malformed UTF-8 or JSON is a 400. */
+export async function parseJsonBody(request: Request, maxBytes: number): Promise<unknown> {
+  const bytes = await readLimited(request, maxBytes);
+  let text: string;
+  try {
+    text = decoder.decode(bytes);
+  } catch {
+    throw new InvalidRequestError("Invalid request body: not valid UTF-8");
+  }
+  if (!text.trim()) throw new InvalidRequestError("Invalid request body: empty body; send a JSON object");
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    // Very deep nesting ends here too (RangeError), as a 400 rather than a crash.
+    const why = err instanceof SyntaxError ? err.message : "nesting too deep";
+    throw new InvalidRequestError(`Invalid request body: malformed JSON (${why})`);
+  }
+}
+
+/**
+ * 413 over `maxBytes`: by content-length before anything is read, and while reading JSON
+ * bodies. Bun's own server limit (maxRequestBodySize) must be set a little above this.
+ */
+export function bodyLimit(maxBytes: number) {
+  return new Elysia({ name: "pensieve.body-limit" })
+    .onRequest(({ request }) => {
+      const len = request.headers.get("content-length");
+      if (len !== null && Number(len) > maxBytes) throw new RequestTooLargeError(maxBytes);
+    })
+    .onParse({ as: "global" }, async ({ request, contentType }) => {
+      const type = contentType.toLowerCase();
+      if (type.startsWith("application/json") || type.endsWith("+json")) return parseJsonBody(request, maxBytes);
+      // The API is JSON only; say so instead of failing validation on a string body.
+      if (request.method === "POST" && request.body)
+        throw new InvalidRequestError(`Invalid content-type "${contentType || "(none)"}": send application/json`);
+    })
+    .as("global");
+}

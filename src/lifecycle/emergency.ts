@@ -1,0 +1,161 @@
+import type { EngineStats, InferenceEngine } from "../engine/types";
+import type { Logger } from "../log";
+import { shuttingDownMessage } from "../memory/gate";
+import type { MemorySample } from "../memory/monitor";
+import type { MemoryThresholds } from "../memory/types";
+import {
+  DEFAULT_LOG_DIR,
+  loggedInflight,
+  writeEmergencyLog,
+  type EmergencyRecord,
+  type LoggedSample,
+  type StepOutcome,
+} from "./emergency-log";
+import type { InflightRegistry } from "./inflight";
+
+/** Everything the shutdown touches, injected so each step is testable in process. */
+export interface EmergencyDeps {
+  log: Logger;
+  /** Step 2: the gate answers 503 from now on. */
+  stopAccepting: (reason: string) => void;
+  inflight: Pick<InflightRegistry, "count" | "snapshot" | "waitForDrain" | "abortAll">;
+  /** Step 3a; default inflight.waitForDrain. Resolves true when drained. */
+  waitForDrain?: (timeoutMs: number) => Promise<boolean>;
+  /** Step 3b: end open streams with `event: error`; default inflight.abortAll. Returns how many. */
+  abortOpenStreams?: (reason: Error) => number;
+  engine: Pick<InferenceEngine, "clearCache" | "stop" | "stats">;
+  /** Recent memory samples and thresholds for the log. */
+  samples?: () => MemorySample[];
+  thresholds?: () => MemoryThresholds;
+  memorySource?: string;
+  /** Step 6; default writes JSON into logDir. Resolves to the path written. */
+  writeLog?: (record: EmergencyRecord, at: Date) => Promise<string>;
+  /** Step 7; default process.exit. */
+  exit?: (code: number) => void;
+  /** Default 5000. */
+  drainTimeoutMs?: number;
+  /** After aborting, how long streams get to flush their error event. Default 1000. */
+  flushTimeoutMs?: number;
+  /** Caps on the bridge steps so a stuck worker can't stop the exit. Defaults 1000 / 3000 / 10000. */
+  statsTimeoutMs?: number;
+  clearCacheTimeoutMs?: number;
+  stopTimeoutMs?: number;
+  /** Default ~/.pensieve/logs. */
+  logDir?: string;
+  now?: () => Date;
+}
+
+export interface EmergencyShutdown {
+  /** Run the sequence once; later calls return the same promise and do nothing else. */
+  trigger(reason: string): Promise<void>;
+  triggered(): boolean;
+  reason(): string | null;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+function toLogged(s: MemorySample): LoggedSample {
+  const out: LoggedSample = {
+    time: new Date(s.at).toISOString(),
+    available_gb: Math.round(s.availableGb * 1000) / 1000,
+    available_bytes: s.availableBytes,
+    raw: s.raw,
+    status: s.status,
+  };
+  if (s.pressure) out.pressure = s.pressure;
+  if (s.confirmation) out.confirmation = true;
+  if (s.detail) out.detail = s.detail;
+  return out;
+}
+
+/**
+ * The emergency shutdown: log, stop accepting, drain (then end open streams), clear the MLX
+ * cache, stop the bridge, write the emergency log, exit 1 so a supervisor restarts us.
+ * Every step is guarded: a failing or hanging step is recorded and the sequence goes on.
+ */
+export function createEmergencyShutdown(deps: EmergencyDeps): EmergencyShutdown {
+  const now = deps.now ?? (() => new Date());
+  const exit = deps.exit ?? ((code: number) => process.exit(code));
+  const drainTimeoutMs = deps.drainTimeoutMs ?? 5000;
+  const waitForDrain = deps.waitForDrain ?? ((ms: number) => deps.inflight.waitForDrain(ms));
+  const abortOpenStreams = deps.abortOpenStreams ?? ((err: Error) => deps.inflight.abortAll(err));
+  const logDir = deps.logDir ?? DEFAULT_LOG_DIR;
+  const writeLog = deps.writeLog ?? ((record: EmergencyRecord, at: Date) => writeEmergencyLog(logDir, record, at));
+  let running: Promise<void> | null = null;
+  let why: string | null = null;
+
+  const run = async (reason: string) => {
+    const at = now();
+    const steps: StepOutcome[] = [];
+    const step = async <T>(name: string, fn: () => Promise<T> | T): Promise<T | undefined> => {
+      const t0 = performance.now();
+      try {
+        const v = await fn();
+        steps.push({ step: name, ok: true, ms: Math.round(performance.now() - t0) });
+        return v;
+      } catch (err) {
+        const error = err instanceof Error ? err.message : String(err);
+        steps.push({ step: name, ok: false, ms: Math.round(performance.now() - t0), error });
+        deps.log.error(`emergency: step ${name} failed`, { error });
+        return undefined;
+      }
+    };
+
+    const record: EmergencyRecord = {
+      time: at.toISOString(),
+      reason,
+      pid: process.pid,
+      uptime_s: Math.round(process.uptime()),
+      memory: { source: deps.memorySource ?? null, thresholds_gb: null, samples: [] },
+      in_flight: [],
+      drained: null,
+      aborted_streams: 0,
+      bridge: { stats: null },
+      steps,
+    };
+    try {
+      await step("log_reason", () => deps.log.error(`EMERGENCY SHUTDOWN: ${reason}`, { inFlight: deps.inflight.count() }));
+      await step("stop_accepting", () => deps.stopAccepting(reason));
+      // Snapshot what the emergency caught, and ask the still-live worker for its stats meanwhile.
+      record.in_flight = loggedInflight(deps.inflight.snapshot());
+      record.memory.samples = (deps.samples?.() ?? []).map(toLogged);
+      record.memory.thresholds_gb = deps.thresholds?.() ?? null;
+      const stats: Promise<EngineStats | null> = withTimeout(deps.engine.stats(), deps.statsTimeoutMs ?? 1000, "bridge stats").catch((err) => {
+        record.bridge.error = err instanceof Error ? err.message : String(err);
+        return null;
+      });
+      record.drained = (await step("drain", () => waitForDrain(drainTimeoutMs))) ?? false;
+      if (!record.drained) {
+        const err = new Error(shuttingDownMessage(reason));
+        record.aborted_streams = (await step("abort_streams", () => abortOpenStreams(err))) ?? 0;
+        // Give aborted streams a moment to write their error event before the worker goes away.
+        await step("flush_streams", () => waitForDrain(deps.flushTimeoutMs ?? 1000));
+      }
+      record.bridge.stats = await stats;
+      await step("clear_cache", () => withTimeout(deps.engine.clearCache(), deps.clearCacheTimeoutMs ?? 3000, "clear_cache"));
+      await step("stop_bridge", () => withTimeout(deps.engine.stop(), deps.stopTimeoutMs ?? 10_000, "bridge stop"));
+      const path = await step("write_log", () => writeLog(record, at));
+      if (path) deps.log.error(`emergency log written to ${path}`);
+    } finally {
+      deps.log.error("emergency: exiting with code 1");
+      exit(1);
+    }
+  };
+
+  return {
+    trigger(reason: string) {
+      if (running) return running;
+      why = reason;
+      running = run(reason);
+      return running;
+    },
+    triggered: () => running !== null,
+    reason: () => why,
+  };
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bun
+/**
+ * The `pensieve` command: serve, setup, --help, --version. The only place that
+ * reads configuration, listens and installs signal handlers.
+ */
+import { dirname, join } from "node:path";
+import pkg from "../package.json" with { type: "json" };
+import { materializeBridge } from "./assets/bridge-files";
+import { parseServeArgs, serveHelp, UsageError } from "./config";
+import { runServe } from "./cli/serve";
+import { runSetup } from "./cli/setup";
+
+const VERSION: string = pkg.version;
+
+function help(): string {
+  return `pensieve ${VERSION} — the Anthropic Messages API from a local MLX model, memory safety first
+
+Usage:
+  pensieve serve [options]     start the server (Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:7777)
+  pensieve setup [--python P]  create the bridge's Python environment (~/.pensieve/venv) with mlx-lm
+  pensieve --help | --version
+
+Serve options (each also read from its PENSIEVE_* variable):
+${serveHelp()}
+`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === "--help" || cmd === "-h" || cmd === "help") {
+    process.stdout.write(help());
+    return cmd === undefined ? 2 : 0;
+  }
+  if (cmd === "--version" || cmd === "-v" || cmd === "version") {
+    console.log(VERSION);
+    return 0;
+  }
+  if (cmd === "serve") {
+    if (rest.includes("--help") || rest.includes("-h")) {
+      process.stdout.write(help());
+      return 0;
+    }
+    await runServe(parseServeArgs(rest), VERSION);
+    return -1; // keep running
+  }
+  if (cmd === "setup") {
+    // Here --python names the interpreter that creates the venv.
+    const cfg = parseServeArgs(rest);
+    const python = cfg.python;
+    const script = await materializeBridge(join(cfg.home, "bridge"));
+    await runSetup({ home: cfg.home, requirementsPath: join(dirname(script), "requirements.txt"), ...(python ? { python } : {}) });
+    return 0;
+  }
+  throw new UsageError(`unknown command '${cmd}' (try pensieve --help)`);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`pensieve: ${err.message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`pensieve: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

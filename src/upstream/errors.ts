@@ -1,0 +1,164 @@
+/**
+ * Upstream (OpenAI-compatible server) failures, mapped onto the typed engine errors the HTTP
+ * layer already knows, plus one new type for "the upstream cannot be reached".
+ */
+import {
+  EngineBadRequestError,
+  EngineError,
+  EngineOverloadedError,
+  PromptTooLongError,
+} from "../engine/errors";
+
+/** Why the upstream could not be used. */
+export type UpstreamFailure = "unreachable" | "timeout" | "auth" | "bad_gateway" | "stream_broken";
+
+/**
+ * The upstream server is down, unreachable, stalled or misconfigured (e.g. a rejected API key).
+ * The HTTP layer should answer 503 with this message (an `api_error`, not `overloaded_error`:
+ * retrying soon will not help until an operator acts).
+ */
+export class UpstreamUnavailableError extends EngineError {
+  constructor(
+    message: string,
+    readonly failure: UpstreamFailure,
+    readonly upstream: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Upstream error that is neither the client's fault nor an outage (e.g. a 500). */
+export class UpstreamServerError extends EngineError {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+export const DEFAULT_RETRY_AFTER_S = 5;
+export const MAX_RETRY_AFTER_S = 60;
+
+/** Seconds from a Retry-After header (delta-seconds or HTTP date), clamped to [1, 60]. */
+export function parseRetryAfter(value: string | null, now = Date.now()): number {
+  if (!value) return DEFAULT_RETRY_AFTER_S;
+  let seconds = Number(value.trim());
+  if (!Number.isFinite(seconds)) {
+    const at = Date.parse(value);
+    if (Number.isNaN(at)) return DEFAULT_RETRY_AFTER_S;
+    seconds = (at - now) / 1000;
+  }
+  return Math.min(MAX_RETRY_AFTER_S, Math.max(1, Math.ceil(seconds)));
+}
+
+/**
+ * The human message of an upstream error body. Servers disagree on the shape:
+ * OpenAI/llama-server `{error:{message}}`, vLLM/SGLang `{object:"error", message}`,
+ * mlx_lm.server `{error:"text"}`, FastAPI `{detail}`; anything else is raw text.
+ */
+export function upstreamErrorMessage(body: string): string {
+  const text = body.trim();
+  try {
+    const j = JSON.parse(text) as Record<string, unknown>;
+    const err = j.error;
+    if (typeof err === "string") return err;
+    if (err && typeof err === "object" && typeof (err as { message?: unknown }).message === "string") {
+      return (err as { message: string }).message;
+    }
+    if (typeof j.message === "string") return j.message;
+    if (typeof j.detail === "string") return j.detail;
+    if (Array.isArray(j.detail)) return JSON.stringify(j.detail);
+  } catch {
+    // not JSON: fall through to the raw text
+  }
+  return text.length > 500 ? `${text.slice(0, 500)}…` : text || "(empty body)";
+}
+
+/** What a context-length complaint says, as far as its numbers can be read. */
+export interface ContextComplaint {
+  /** The model's context window. */
+  maxContext?: number;
+  /** Prompt tokens, when the server states them. */
+  promptTokens?: number;
+  /** Whether the wording is about context length at all. */
+  isContextError: boolean;
+}
+
+const CONTEXT_HINT =
+  /maximum context length|context length|maximum model length|exceeds? the available context|context size|maximum allowed length|too long|exceed_context_size/i;
+const MAX_PATTERNS = [
+  /maximum context length (?:is|of) (\d+)/i,
+  /maximum model length (?:is|of) (\d+)/i,
+  /maximum allowed length \((\d+) tokens?\)/i,
+  /context (?:size|length|window) (?:is|of) (\d+)/i,
+];
+const PROMPT_PATTERNS = [
+  /\((\d+) in the messages/i, // vLLM: "you requested 5000 tokens (4000 in the messages, 1000 in the completion)"
+  /has (\d+) input tokens/i, // vLLM: "your request has 5000 input tokens"
+  /prompt \(length (\d+)\)/i, // vLLM v1: "The decoder prompt (length 5000) is longer than..."
+  /Input length \((\d+) tokens?\)/i, // SGLang
+  /(\d+) tokens from the input messages/i, // SGLang
+  /prompt (?:has|is|of) (\d+) tokens/i,
+];
+
+/** Read a context-length error from an upstream body (any server's wording). */
+export function parseContextComplaint(body: string): ContextComplaint {
+  const message = upstreamErrorMessage(body);
+  const out: ContextComplaint = { isContextError: CONTEXT_HINT.test(message) || CONTEXT_HINT.test(body) };
+  // llama-server puts the numbers in fields: {error:{type:"exceed_context_size_error", n_prompt_tokens, n_ctx}}
+  try {
+    const err = (JSON.parse(body) as { error?: Record<string, unknown> }).error;
+    if (err && typeof err === "object") {
+      if (typeof err.n_ctx === "number") out.maxContext = err.n_ctx;
+      if (typeof err.n_prompt_tokens === "number") out.promptTokens = err.n_prompt_tokens;
+    }
+  } catch {
+    // not JSON
+  }
+  out.maxContext ??= firstNumber(message, MAX_PATTERNS);
+  out.promptTokens ??= firstNumber(message, PROMPT_PATTERNS);
+  return out;
+}
+
+function firstNumber(text: string, patterns: RegExp[]): number | undefined {
+  for (const re of patterns) {
+    const m = text.match(re);
+    if (m?.[1]) return Number(m[1]);
+  }
+  return undefined;
+}
+
+/** Map a non-2xx upstream answer to a typed engine error. */
+export function mapUpstreamStatus(status: number, headers: Headers, body: string, upstream: string): EngineError {
+  const message = upstreamErrorMessage(body);
+  if (status === 429 || status === 503) {
+    return new EngineOverloadedError(
+      `upstream ${upstream} is overloaded (${status}): ${message}`,
+      parseRetryAfter(headers.get("retry-after")),
+    );
+  }
+  if (status === 401 || status === 403) {
+    // The operator's key, not the client's: never surface this as the client's auth error.
+    return new UpstreamUnavailableError(
+      `upstream ${upstream} rejected Pensieve's credentials (${status}); check --upstream-key`,
+      "auth",
+      upstream,
+    );
+  }
+  if (status === 502 || status === 504) {
+    return new UpstreamUnavailableError(`upstream ${upstream} gateway error (${status}): ${message}`, "bad_gateway", upstream);
+  }
+  if (status >= 400 && status < 500) {
+    const c = parseContextComplaint(body);
+    if (c.isContextError && c.promptTokens !== undefined && c.maxContext !== undefined && c.promptTokens > c.maxContext) {
+      return new PromptTooLongError(c.promptTokens, c.maxContext);
+    }
+    if (c.isContextError && /input|prompt|messages/i.test(message) && c.promptTokens === undefined) {
+      // Keep Anthropic's wording so Claude Code still compacts, even without numbers.
+      return new EngineBadRequestError(`prompt is too long: upstream says: ${message}`);
+    }
+    return new EngineBadRequestError(`upstream rejected the request (${status}): ${message}`);
+  }
+  return new UpstreamServerError(`upstream ${upstream} failed (${status}): ${message}`, status);
+}

@@ -1,0 +1,371 @@
+/**
+ * InferenceEngine backed by an OpenAI-compatible server (vLLM, SGLang, llama-server, Ollama,
+ * LM Studio, mlx_lm.server). Streams POST /v1/chat/completions and turns chunks into EngineEvents.
+ */
+import { EngineBadRequestError, EngineError, PromptTooLongError } from "../engine/errors";
+import type {
+  EngineEvent,
+  EngineState,
+  EngineStats,
+  GenerateRequest,
+  InferenceEngine,
+  ModelInfo,
+  PromptInput,
+} from "../engine/types";
+import { UpstreamUnavailableError, mapUpstreamStatus, parseContextComplaint } from "./errors";
+import { type FetchLike, type StreamHandle, UpstreamHttp, upstreamRoot } from "./http";
+import { pickRoute } from "./routes";
+import { SseDecoder } from "./sse";
+import { ChunkAssembler, UpstreamStreamError } from "./stream";
+import { type TokenCount, UpstreamTokenCounter } from "./tokens";
+import { type UpstreamGenerateRequest, buildChatRequest } from "./translate";
+
+export interface UpstreamTimeouts {
+  /** Until the upstream sends response headers (it may queue the request first). */
+  headersMs: number;
+  /** Longest silence between stream chunks; vLLM is silent during prompt processing. */
+  idleMs: number;
+  /** Probes and tokenize calls, whole request. */
+  probeMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { headersMs: 120_000, idleMs: 300_000, probeMs: 5_000 };
+
+export interface UpstreamLogger {
+  info(msg: string): void;
+  warn(msg: string): void;
+}
+
+export interface OpenAIUpstreamOptions {
+  /** e.g. http://127.0.0.1:8000/v1 (with or without /v1). */
+  baseUrl: string;
+  /** Sent as `Authorization: Bearer`. */
+  apiKey?: string;
+  /** Upstream model id; default: discovered from GET /v1/models. */
+  model?: string;
+  /** Alias target pattern -> another model id (and optionally another URL); see ./routes. */
+  routes?: Record<string, { baseUrl?: string; model: string }>;
+  fetch?: FetchLike;
+  timeouts?: Partial<UpstreamTimeouts>;
+  logger?: UpstreamLogger;
+  /** Used when the upstream does not report its context window (default 32768). */
+  defaultContextLength?: number;
+  /** Extra JSON merged into every chat request (e.g. {"repetition_penalty": 1.05}). */
+  extraBody?: Record<string, unknown>;
+  /** While the upstream is unreachable, re-probe this often (ms; 0 = never; default 10000). */
+  reprobeIntervalMs?: number;
+}
+
+/** What /health shows about one upstream server. */
+export interface UpstreamHealth {
+  url: string;
+  /** null until the first contact. */
+  reachable: boolean | null;
+  model: string | null;
+  lastError: string | null;
+  lastErrorAt: string | null;
+  lastOkAt: string | null;
+  lastLatencyMs: number | null;
+  /** How count_tokens is answered: "vllm", "llama-server", "estimate", or "probe" (not yet known). */
+  tokenizer: string;
+}
+
+/** EngineStats plus the upstream's health (structurally an EngineStats). */
+export interface UpstreamEngineStats extends EngineStats {
+  upstream: UpstreamHealth[];
+}
+
+interface Upstream {
+  http: UpstreamHttp;
+  tokens: UpstreamTokenCounter;
+  health: UpstreamHealth;
+  /** Set once /v1/models answered: its model id (if it listed one) and context window. */
+  discovered?: { id?: string; contextLength?: number };
+}
+
+const stderrLogger: UpstreamLogger = { info: (m) => console.error(`[upstream] ${m}`), warn: (m) => console.error(`[upstream] ${m}`) };
+
+export class OpenAIUpstreamEngine implements InferenceEngine {
+  private readonly timeouts: UpstreamTimeouts;
+  private readonly log: UpstreamLogger;
+  private readonly upstreams = new Map<string, Upstream>();
+  private readonly primary: Upstream;
+  private readonly routeRules: { pattern: string; root: string; model: string }[];
+  private info: ModelInfo | null = null;
+  private phase: "stopped" | "starting" | "started" = "stopped";
+  private running = 0;
+  private reprobeTimer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(private readonly opts: OpenAIUpstreamOptions) {
+    this.timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
+    this.log = opts.logger ?? stderrLogger;
+    this.primary = this.upstream(upstreamRoot(opts.baseUrl));
+    this.routeRules = Object.entries(opts.routes ?? {}).map(([pattern, r]) => ({
+      pattern,
+      root: r.baseUrl ? this.upstream(upstreamRoot(r.baseUrl)).http.root : this.primary.http.root,
+      model: r.model,
+    }));
+  }
+
+  private upstream(root: string): Upstream {
+    let u = this.upstreams.get(root);
+    if (!u) {
+      const http = new UpstreamHttp(root, this.opts.fetch ?? ((i, init) => fetch(i, init)), this.opts.apiKey);
+      const post = async (path: string, body: unknown) =>
+        (await http.call(path, { method: "POST", headers: http.headers({ "content-type": "application/json" }), body: JSON.stringify(body) }, this.timeouts.probeMs)).res;
+      u = {
+        http,
+        tokens: new UpstreamTokenCounter(post, (m) => this.log.warn(m)),
+        health: { url: root, reachable: null, model: null, lastError: null, lastErrorAt: null, lastOkAt: null, lastLatencyMs: null, tokenizer: "probe" },
+      };
+      this.upstreams.set(root, u);
+    }
+    return u;
+  }
+
+  /** Probe the upstream; never throws for an unreachable upstream (state() says "failed"). */
+  async start(): Promise<ModelInfo> {
+    this.phase = "starting";
+    await Promise.all([...this.upstreams.values()].map((u) => this.probe(u)));
+    this.phase = "started";
+    const every = this.opts.reprobeIntervalMs ?? 10_000;
+    if (every > 0 && !this.reprobeTimer) {
+      this.reprobeTimer = setInterval(() => {
+        for (const u of this.upstreams.values()) if (u.health.reachable !== true || !u.discovered) void this.probe(u);
+      }, every);
+      this.reprobeTimer.unref?.();
+    }
+    return this.model() as ModelInfo;
+  }
+
+  model(): ModelInfo | null {
+    return this.info;
+  }
+
+  state(): EngineState {
+    if (this.phase !== "started") return this.phase;
+    return this.primary.health.reachable === false ? "failed" : "ready";
+  }
+
+  /** GET /v1/models: learn the model id and context window; update health. */
+  private async probe(u: Upstream): Promise<void> {
+    try {
+      const { res, latencyMs } = await u.http.call("/v1/models", { headers: u.http.headers() }, this.timeouts.probeMs);
+      if (!res.ok) throw mapUpstreamStatus(res.status, res.headers, await res.text(), u.http.root);
+      this.markOk(u, latencyMs);
+      const list = ((await res.json().catch(() => ({}))) as { data?: ModelEntry[] }).data ?? [];
+      const wanted = u === this.primary ? this.opts.model : undefined;
+      const entry = (wanted ? list.find((m) => m.id === wanted) : undefined) ?? list[0];
+      if (!wanted && list.length > 1) {
+        this.log.warn(`${u.http.root} serves ${list.length} models; using "${entry?.id}". Pick one with --upstream URL#MODEL`);
+      }
+      // mlx_lm.server answers 200 with an empty body when the HF cache dir is missing: no id then.
+      u.discovered = entry?.id ? { id: entry.id, contextLength: await this.contextLength(u, entry) } : {};
+    } catch (e) {
+      this.markFailed(u, e);
+      if (u === this.primary && this.phase === "starting") {
+        this.log.warn(`upstream not reachable at start (${(e as Error).message}); serving 503 until it is`);
+      }
+    }
+    if (u === this.primary) this.refreshInfo();
+  }
+
+  private async contextLength(u: Upstream, m: ModelEntry): Promise<number | undefined> {
+    // vLLM and SGLang report max_model_len; some proxies say context_length.
+    const direct = m.max_model_len ?? m.context_length;
+    if (typeof direct === "number") return direct;
+    if (m.owned_by !== "llamacpp" && !m.meta) return undefined;
+    // llama-server: the runtime window is in /props, not /v1/models (n_ctx_train is the training one).
+    try {
+      const { res } = await u.http.call("/props", { headers: u.http.headers() }, this.timeouts.probeMs);
+      const p = (await res.json()) as { default_generation_settings?: { n_ctx?: number }; n_ctx?: number };
+      return p.default_generation_settings?.n_ctx ?? p.n_ctx ?? m.meta?.n_ctx_train;
+    } catch {
+      return m.meta?.n_ctx_train;
+    }
+  }
+
+  private refreshInfo(): void {
+    const d = this.primary.discovered;
+    const id = this.opts.model ?? d?.id ?? `upstream-${new URL(this.primary.http.root).host}`;
+    this.primary.health.model = id;
+    this.info = {
+      id,
+      path: this.primary.http.root,
+      contextLength: d?.contextLength ?? this.opts.defaultContextLength ?? 32_768,
+      isDemo: false,
+      supportsVision: false,
+      // The upstream owns its KV cache; nothing to admit against locally.
+      kvBytesPerToken: 0,
+    };
+  }
+
+  private markOk(u: Upstream, latencyMs: number): void {
+    if (u.health.reachable === false) this.log.info(`upstream ${u.http.root} is reachable again`);
+    u.health.reachable = true;
+    u.health.lastOkAt = new Date().toISOString();
+    u.health.lastLatencyMs = Math.round(latencyMs);
+  }
+
+  private markFailed(u: Upstream, e: unknown): void {
+    // A client's bad request says nothing about the upstream's health.
+    if (e instanceof EngineBadRequestError || e instanceof PromptTooLongError) return;
+    if (e instanceof UpstreamUnavailableError) u.health.reachable = false;
+    u.health.lastError = (e as Error).message;
+    u.health.lastErrorAt = new Date().toISOString();
+  }
+
+  /** Which upstream and model id serve this alias target. */
+  private target(model: string | undefined): { u: Upstream; model: string | undefined } {
+    const rule = pickRoute(this.routeRules, model);
+    if (rule) {
+      const u = this.upstreams.get(rule.root) as Upstream;
+      return { u, model: rule.model };
+    }
+    return { u: this.primary, model: this.opts.model ?? this.primary.discovered?.id };
+  }
+
+  /** The model id to send; undefined (field omitted) when the upstream would not say. */
+  private async modelFor(t: { u: Upstream; model: string | undefined }): Promise<string | undefined> {
+    if (t.model) return t.model;
+    if (!t.u.discovered) await this.probe(t.u);
+    return t.u.discovered?.id;
+  }
+
+  async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<EngineEvent> {
+    const t = this.target(req.model);
+    const model = await this.modelFor(t);
+    const body = buildChatRequest(req as UpstreamGenerateRequest, model, this.opts.extraBody);
+    const open = () =>
+      t.u.http.stream(
+        "/v1/chat/completions",
+        {
+          method: "POST",
+          headers: t.u.http.headers({ "content-type": "application/json", accept: "text/event-stream", "x-request-id": req.requestId }),
+          body: JSON.stringify(body),
+        },
+        this.timeouts,
+        signal,
+      );
+    let h: StreamHandle;
+    try {
+      h = await open();
+      this.markOk(t.u, h.latencyMs);
+      if (h.res.status === 400) {
+        // A max_tokens larger than the context can hold is clamped, not refused (Anthropic semantics).
+        const text = await h.res.text();
+        const c = parseContextComplaint(text);
+        const room = c.maxContext !== undefined && c.promptTokens !== undefined ? c.maxContext - c.promptTokens : 0;
+        if (c.isContextError && room > 0 && room < body.max_tokens) {
+          this.log.info(`request ${req.requestId}: clamping max_tokens ${body.max_tokens} -> ${room} for the upstream's context`);
+          body.max_tokens = room;
+          h = await open();
+        } else {
+          throw mapUpstreamStatus(400, h.res.headers, text, t.u.http.root);
+        }
+      }
+    } catch (e) {
+      if (signal?.aborted && !(e instanceof EngineError)) return;
+      this.markFailed(t.u, e);
+      throw e;
+    }
+    if (!h.res.ok) {
+      const text = await h.res.text().catch(() => "");
+      h.close();
+      const err = mapUpstreamStatus(h.res.status, h.res.headers, text, t.u.http.root);
+      this.markFailed(t.u, err);
+      throw err;
+    }
+
+    this.running++;
+    const decoder = new SseDecoder();
+    const asm = new ChunkAssembler(req.stop ?? []);
+    try {
+      yield { type: "started", promptTokens: 0, cachedTokens: 0 };
+      for (;;) {
+        const bytes = await h.read();
+        const items = bytes ? decoder.push(bytes) : decoder.end();
+        for (const item of items) for (const ev of asm.push(item)) yield ev;
+        if (!bytes || asm.done) break;
+      }
+      if (!asm.done && !asm.finished) {
+        throw new UpstreamUnavailableError(`upstream ${t.u.http.root} closed the stream before finishing`, "stream_broken", t.u.http.root);
+      }
+      yield* asm.finishEvents();
+    } catch (e) {
+      if (signal?.aborted && !(e instanceof EngineError)) {
+        yield { type: "done", finishReason: "cancelled", promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
+        return;
+      }
+      const err = e instanceof UpstreamStreamError ? streamErrorToEngine(e, t.u.http.root) : e;
+      this.markFailed(t.u, err);
+      throw err;
+    } finally {
+      this.running--;
+      h.close();
+    }
+  }
+
+  async countTokens(input: PromptInput): Promise<number> {
+    return (await this.countTokensDetailed(input)).count;
+  }
+
+  /** Count with provenance: `exact` is false when the upstream has no tokenizer endpoint. */
+  async countTokensDetailed(input: PromptInput): Promise<TokenCount> {
+    const t = this.target(input.model);
+    const model = await this.modelFor(t).catch(() => undefined);
+    const r = await t.u.tokens.count(input, model);
+    t.u.health.tokenizer = t.u.tokens.method();
+    return r;
+  }
+
+  /** Health of every upstream this engine talks to, primary first. */
+  health(): UpstreamHealth[] {
+    for (const u of this.upstreams.values()) u.health.tokenizer = u.tokens.method();
+    return [...this.upstreams.values()].map((u) => ({ ...u.health }));
+  }
+
+  async stats(): Promise<UpstreamEngineStats> {
+    return {
+      state: this.state(),
+      model: this.info,
+      queued: 0,
+      running: this.running,
+      mlx: null,
+      workerRssGb: null,
+      workerPid: null,
+      restarts: 0,
+      upstream: this.health(),
+    };
+  }
+
+  /** The upstream manages its own prefix cache. */
+  async clearCache(): Promise<void> {}
+
+  async stop(): Promise<void> {
+    if (this.reprobeTimer) clearInterval(this.reprobeTimer);
+    this.reprobeTimer = undefined;
+    this.phase = "stopped";
+  }
+}
+
+interface ModelEntry {
+  id: string;
+  owned_by?: string;
+  max_model_len?: number;
+  context_length?: number;
+  meta?: { n_ctx_train?: number };
+}
+
+/** An error the upstream reported inside a started stream, as a typed engine error. */
+function streamErrorToEngine(e: UpstreamStreamError, root: string): EngineError {
+  let status = 500;
+  try {
+    const j = JSON.parse(e.detail) as { code?: unknown; error?: { code?: unknown } };
+    const code = j.error?.code ?? j.code;
+    if (typeof code === "number" && code >= 400 && code < 600) status = code;
+  } catch {
+    // plain text
+  }
+  return mapUpstreamStatus(status, new Headers(), e.detail, root);
+}

@@ -1,0 +1,80 @@
+/**
+ * Model routing rules: which upstream (URL and model id) serves which requested model.
+ *
+ * Spec string (flag `--upstream-routes`, env PENSIEVE_UPSTREAM_ROUTES), comma-separated rules:
+ *
+ *     PATTERN=[URL][#MODEL]
+ *
+ *   haiku=http://gpu2:8001/v1#Qwen/Qwen3-4B,*=http://gpu1:8000/v1#Qwen/Qwen3-235B-A22B
+ *   haiku=#small-model                       (same upstream as --upstream, another model id)
+ *   sonnet=http://gpu3:8000                  (model id discovered from that server's /v1/models)
+ *
+ * PATTERN is matched case-insensitively against the model the request resolved to (the alias
+ * target; the Claude model name when the alias map leaves it alone). Without `*` it matches any
+ * name that contains it ("haiku" matches "claude-haiku-4-5"); with `*` it is a glob over the
+ * whole name ("claude-opus-4-*"). Rules are tried in the order written; the catch-all `*` is
+ * tried last whatever its position. A URL may end in `/v1` or not.
+ */
+
+/** One parsed rule. */
+export interface RouteRule {
+  pattern: string;
+  /** Upstream URL; undefined = the default upstream. */
+  baseUrl?: string;
+  /** Upstream model id; undefined = the model that upstream serves (discovered). */
+  model?: string;
+}
+
+/** Parse a routes spec; throws with a readable message on a malformed rule. */
+export function parseRouteSpec(spec: string): RouteRule[] {
+  const rules: RouteRule[] = [];
+  for (const raw of spec.split(",")) {
+    const part = raw.trim();
+    if (!part) continue;
+    const eq = part.indexOf("=");
+    if (eq <= 0) throw new Error(`bad upstream route "${part}": expected PATTERN=URL#MODEL`);
+    const pattern = part.slice(0, eq).trim();
+    const target = part.slice(eq + 1).trim();
+    const hash = target.indexOf("#");
+    const url = (hash < 0 ? target : target.slice(0, hash)).trim();
+    const model = hash < 0 ? "" : target.slice(hash + 1).trim();
+    if (!url && !model) throw new Error(`bad upstream route "${part}": give a URL, a #MODEL, or both`);
+    if (url) {
+      let u: URL;
+      try {
+        u = new URL(url);
+      } catch {
+        throw new Error(`bad upstream route "${part}": "${url}" is not a URL`);
+      }
+      if (u.protocol !== "http:" && u.protocol !== "https:") {
+        throw new Error(`bad upstream route "${part}": only http and https upstreams are supported`);
+      }
+    }
+    if (rules.some((r) => r.pattern.toLowerCase() === pattern.toLowerCase())) {
+      throw new Error(`bad upstream routes: pattern "${pattern}" appears twice`);
+    }
+    rules.push({ pattern, ...(url ? { baseUrl: url } : {}), ...(model ? { model } : {}) });
+  }
+  return rules;
+}
+
+/** Does `pattern` select `model`? (see the module comment for the rules) */
+export function patternMatches(pattern: string, model: string): boolean {
+  const p = pattern.toLowerCase();
+  const m = model.toLowerCase();
+  if (p === "*") return true;
+  if (!p.includes("*")) return m.includes(p);
+  const re = new RegExp(`^${p.split("*").map(escapeRegExp).join(".*")}$`);
+  return re.test(m);
+}
+
+/** The first rule selecting `model`, the catch-all last; undefined when none does. */
+export function pickRoute<T extends { pattern: string }>(rules: readonly T[], model: string | undefined): T | undefined {
+  const name = model ?? "";
+  const specific = rules.find((r) => r.pattern !== "*" && name !== "" && patternMatches(r.pattern, name));
+  return specific ?? rules.find((r) => r.pattern === "*");
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.+?^${}()|[\]\\]/g, "\\$&");
+}
