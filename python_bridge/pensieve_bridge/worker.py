@@ -172,14 +172,23 @@ class Worker:
 
     def cmd_generate(self, msg: dict) -> None:
         lm = self._require_model()
-        outcome = "error"
+        failure: Optional[dict] = None
         try:
             run_generate(self, lm, msg, self._started)
-            outcome = "done"
+        except WorkerError as exc:
+            failure = exc.reply(msg["id"])
+        except Exception as exc:  # reported as internal; the worker keeps serving
+            self.log(f"[worker] generate id={msg['id']} failed:\n{traceback.format_exc()}")
+            failure = WorkerError("internal", f"{type(exc).__name__}: {exc}").reply(msg["id"])
         finally:
             self.current = None
-            # Cache hygiene after every generation: success, error or cancel.
-            memory.clear_and_log(f"after generate id={msg['id']} ({outcome})", self.log)
+        if failure is not None:
+            self.send(failure)
+            # The traceback's frames hold MLX arrays; free them before clearing.
+            gc.collect()
+        # Cache hygiene after every generation: success, error or cancel.
+        memory.clear_and_log(f"after generate id={msg['id']} "
+                             f"({'error' if failure else 'done'})", self.log)
 
     def _started(self, gen: Generation) -> None:
         self.current = gen

@@ -117,8 +117,9 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     port: cfg.port,
     fetch: (req) => app.handle(req),
     maxRequestBodySize: BUN_MAX_BODY_BYTES,
-    // Long prefills stream pings, but Bun's default idle timeout (10 s) is too short for slow clients.
-    idleTimeout: 255,
+    // Bun closes connections idle for 10 s by default; a non-streaming generation sends nothing
+    // until it ends, so the idle timeout is off (streams still ping every few seconds).
+    idleTimeout: 0,
   });
 
   const host = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host;

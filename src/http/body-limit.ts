@@ -31,6 +31,23 @@ export async function readLimited(request: Request, maxBytes: number): Promise<U
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/** Deeper JSON is refused: validators and error formatters recurse, and 100k levels overflow them. */
+export const MAX_JSON_DEPTH = 256;
+
+/** Nesting depth of a parsed JSON value, walked iteratively; stops once past `limit`. */
+export function jsonDepth(value: unknown, limit = MAX_JSON_DEPTH): number {
+  let max = 0;
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length) {
+    const [v, d] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (d > max) max = d;
+    if (max > limit) return max;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (child !== null && typeof child === "object") stack.push([child, d + 1]);
+  }
+  return max;
+}
+
 /** Parses a JSON body within the limit; malformed UTF-8 or JSON is a 400. */
 export async function parseJsonBody(request: Request, maxBytes: number): Promise<unknown> {
   const bytes = await readLimited(request, maxBytes);
@@ -41,13 +58,17 @@ export async function parseJsonBody(request: Request, maxBytes: number): Promise
     throw new InvalidRequestError("Invalid request body: not valid UTF-8");
   }
   if (!text.trim()) throw new InvalidRequestError("Invalid request body: empty body; send a JSON object");
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (err) {
-    // Very deep nesting ends here too (RangeError), as a 400 rather than a crash.
+    // A parser stack overflow (RangeError) ends here too, as a 400 rather than a crash.
     const why = err instanceof SyntaxError ? err.message : "nesting too deep";
     throw new InvalidRequestError(`Invalid request body: malformed JSON (${why})`);
   }
+  if (jsonDepth(value) > MAX_JSON_DEPTH)
+    throw new InvalidRequestError(`Invalid request body: JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+  return value;
 }
 
 /**

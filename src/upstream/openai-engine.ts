@@ -155,9 +155,12 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
       this.markOk(u, latencyMs);
       const list = ((await res.json().catch(() => ({}))) as { data?: ModelEntry[] }).data ?? [];
       const wanted = u === this.primary ? this.opts.model : undefined;
-      const entry = (wanted ? list.find((m) => m.id === wanted) : undefined) ?? list[0];
+      // Guessing among several is unsafe: mlx_lm.server lists every cached HF model and would
+      // load whichever we name. Without a choice, send no model id: the server uses its own.
+      const entry = wanted ? list.find((m) => m.id === wanted) : list.length === 1 ? list[0] : undefined;
       if (!wanted && list.length > 1) {
-        this.log.warn(`${u.http.root} serves ${list.length} models; using "${entry?.id}". Pick one with --upstream URL#MODEL`);
+        const ids = list.slice(0, 5).map((m) => m.id).join(", ");
+        this.log.warn(`${u.http.root} lists ${list.length} models (${ids}); sending none so it uses its default. Pick one with --upstream URL#MODEL`);
       }
       // mlx_lm.server answers 200 with an empty body when the HF cache dir is missing: no id then.
       u.discovered = entry?.id ? { id: entry.id, contextLength: await this.contextLength(u, entry) } : {};

@@ -25,6 +25,8 @@ export interface StandinOptions {
   healthStatus?: number;
   /** Extra headers on GET /health, e.g. { "x-memory-status": "warning" }. */
   healthHeaders?: Record<string, string>;
+  /** Awaited before each /v1/messages answer: lets a test hold a reply until something happened. */
+  beforeAnswer?: (req: RecordedRequest) => Promise<void> | void;
 }
 
 /** A running stand-in. */
@@ -123,12 +125,15 @@ export function startAnthropicStandin(opts: StandinOptions = {}): AnthropicStand
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
+    // Seconds; a test may hold an answer (beforeAnswer) longer than Bun's 10 s default.
+    idleTimeout: 120,
     async fetch(req) {
       const url = new URL(req.url);
       const headers: Record<string, string> = {};
       req.headers.forEach((v, k) => { headers[k.toLowerCase()] = v; });
       const body = await readBody(req);
-      requests.push({ method: req.method, path: url.pathname + url.search, headers, body });
+      const recorded: RecordedRequest = { method: req.method, path: url.pathname + url.search, headers, body };
+      requests.push(recorded);
 
       const route = `${req.method} ${url.pathname}`;
       switch (route) {
@@ -147,6 +152,7 @@ export function startAnthropicStandin(opts: StandinOptions = {}): AnthropicStand
         case "POST /v1/messages/count_tokens":
           return Response.json({ input_tokens: 10 });
         case "POST /v1/messages": {
+          await opts.beforeAnswer?.(recorded);
           const b = (body ?? {}) as { model?: unknown; stream?: unknown };
           const model = typeof b.model === "string" ? b.model : "claude-standin";
           served += 1;

@@ -136,7 +136,7 @@ describe("messages", () => {
 
   test("images are a clear 400 unless the model supports vision", () => {
     const withImage = req({
-      messages: [{ role: "user", content: [{ type: "image", source: { type: "base64", media_type: "image/png", data: "AA==" } }] }],
+      messages: [{ role: "user", content: [{ type: "image", source: { type: "base64", media_type: "image/png", data: "AA==" } as never }] }],
     });
     expect(() => toPromptInput(withImage, opts)).toThrow(/does not support images/);
     const inToolResult = req({

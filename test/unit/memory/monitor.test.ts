@@ -305,6 +305,25 @@ describe("history, configuration and the sampler timer", () => {
     expect(source.reads).toBe(during);
   });
 
+  test("the sampler's timer is unref'd: a started monitor never keeps the process alive", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pensieve-mon-"));
+    try {
+      const path = join(dir, "avail");
+      writeFileSync(path, String(8 * BYTES_PER_GB));
+      const monitorModule = join(import.meta.dir, "../../../src/memory/monitor.ts");
+      const script = `const { createMemoryMonitor } = await import(${JSON.stringify(monitorModule)});
+const m = createMemoryMonitor({ source: ${JSON.stringify(`file:${path}`)} });
+await m.start();
+console.log(m.checkStatus());`;
+      const proc = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
+      const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+      expect(out.trim()).toBe("safe");
+      expect(code).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("reads never overlap: a slow source makes ticks share one read", async () => {
     let reads = 0;
     let release!: () => void;

@@ -64,14 +64,18 @@ describe("start, model, state, health", () => {
     expect((await engine.start()).contextLength).toBe(8192);
   });
 
-  test("several models: the configured one wins; otherwise the first, with a warning", async () => {
+  test("several models: the configured one wins; otherwise none is guessed (no model field sent)", async () => {
     const list = models([{ id: "a", max_model_len: 1000 }, { id: "b", max_model_len: 2000 }]);
     const warnings: string[] = [];
     const a = engineWith(() => list.clone(), { model: "b" });
     expect(await a.engine.start()).toMatchObject({ id: "b", contextLength: 2000 });
-    const b = engineWith(() => list.clone(), { logger: { info: () => {}, warn: (m) => warnings.push(m) } });
-    expect((await b.engine.start()).id).toBe("a");
+    const b = engineWith((r, signal) => (r.path === "/v1/models" ? list.clone() : streamResponse([fixture("vllm-text.sse")], signal)), {
+      logger: { info: () => {}, warn: (m) => warnings.push(m) },
+    });
+    expect((await b.engine.start()).id).toBe("upstream-gpu:8000");
     expect(warnings.join("\n")).toContain("--upstream URL#MODEL");
+    await collect(b.engine.generate(req()));
+    expect(b.up.requests.find((r) => r.path === "/v1/chat/completions")?.body).not.toHaveProperty("model");
   });
 
   test("mlx_lm.server's empty /v1/models answer: a synthetic id, the default context, and no model field sent", async () => {
