@@ -7,6 +7,8 @@ import {
   EngineBadRequestError,
   EngineOverloadedError,
   EngineTimeoutError,
+  EngineUnavailableError,
+  EngineUpstreamFailureError,
   PromptTooLongError,
   WorkerCrashedError,
 } from "../engine/errors";
@@ -158,6 +160,8 @@ export function mapError(err: unknown, requestId: string | null): MappedError {
   if (err instanceof EngineTimeoutError)
     return build(504, "timeout_error", err.message || "The model did not answer in time", { "x-should-retry": "true" });
   if (err instanceof WorkerCrashedError) return build(500, "api_error", err.message);
+  if (err instanceof EngineUnavailableError) return build(503, "api_error", err.message);
+  if (err instanceof EngineUpstreamFailureError) return build(502, "api_error", err.message);
   const message = err instanceof Error && err.message ? `Internal server error: ${err.message}` : "Internal server error";
   return build(500, "api_error", message);
 }

@@ -67,7 +67,11 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
 
   function translateOptions(requested: string): TranslateOptions {
     const info = engine.model();
-    const opts: TranslateOptions = { model: resolveModel(requested, aliases, served()), supportsVision: info?.supportsVision ?? false };
+    const opts: TranslateOptions = {
+      model: resolveModel(requested, aliases, served()),
+      requestedModel: requested,
+      supportsVision: info?.supportsVision ?? false,
+    };
     if (info?.contextLength) opts.contextLength = info.contextLength;
     return opts;
   }

@@ -101,8 +101,9 @@ export const ToolChoiceParam = t.Object(
   {
     type: t.Union([t.Literal("auto"), t.Literal("any"), t.Literal("tool"), t.Literal("none")]),
     name: t.Optional(t.String()),
+    disable_parallel_tool_use: t.Optional(t.Boolean()),
   },
-  { ...open, title: "ToolChoiceParam", description: "Accepted; the local model decides on its own." },
+  { ...open, title: "ToolChoiceParam", description: "auto, any (must call a tool), tool (must call `name`) or none." },
 );
 
 export const ThinkingConfigParam = t.Object(

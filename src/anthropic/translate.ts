@@ -2,7 +2,7 @@
  * Pure translation: an Anthropic request -> the engine's neutral chat dialect.
  * Rendering choices here (joins, order) are stable so that prefix reuse works turn to turn.
  */
-import type { ChatMessage, ChatToolCall, GenerateRequest, PromptInput, ToolSpec } from "../engine/types";
+import type { ChatMessage, ChatToolCall, GenerateRequest, PromptInput, ToolChoice, ToolSpec } from "../engine/types";
 import { InvalidRequestError } from "./errors";
 import type { ContentBlockParamT, CountTokensRequestT, MessageParamT, MessagesRequestT, ToolParamT } from "./schemas";
 
@@ -15,6 +15,8 @@ const BLOCK_JOIN = "\n\n";
 export interface TranslateOptions {
   /** The target the alias map resolved. */
   model: string;
+  /** The name the client sent, before aliasing. */
+  requestedModel?: string;
   supportsVision: boolean;
   /** When known, max_tokens is clamped to it (the engine clamps further to what is left). */
   contextLength?: number;
@@ -170,7 +172,7 @@ export function toPromptInput(req: CountTokensRequestT, opts: TranslateOptions):
     else translateSystemMessage(ctx, m);
   });
   const input: PromptInput = { model: opts.model, messages: ctx.out };
-  // tool_choice is accepted but not enforced: dropping tools would change the prompt prefix.
+  if (opts.requestedModel) input.requestedModel = opts.requestedModel;
   const tools = translateTools(req.tools);
   if (tools) input.tools = tools;
   const thinking = req.thinking?.type;
@@ -188,7 +190,24 @@ export function toGenerateRequest(req: MessagesRequestT, opts: TranslateOptions 
   if (req.top_k !== undefined && req.top_k > 0) out.topK = req.top_k;
   const stops = req.stop_sequences?.filter((s) => s.length > 0);
   if (stops?.length) out.stop = stops;
+  const choice = toolChoice(req.tool_choice);
+  if (choice) out.toolChoice = choice;
+  if (req.tool_choice?.disable_parallel_tool_use) out.parallelToolCalls = false;
   return out;
+}
+
+/** Anthropic tool_choice in engine terms; undefined leaves the default (auto). */
+function toolChoice(c: MessagesRequestT["tool_choice"]): ToolChoice | undefined {
+  switch (c?.type) {
+    case "any":
+      return "required";
+    case "none":
+      return "none";
+    case "tool":
+      return c.name ? { name: c.name } : "required";
+    default:
+      return undefined;
+  }
 }
 
 /** True when the request asks for thinking text to be omitted (signature only). */

@@ -41,3 +41,9 @@ export class EngineOverloadedError extends EngineError {
 
 /** The worker did not answer in time. */
 export class EngineTimeoutError extends EngineError {}
+
+/** The backend cannot be reached (an upstream down, a worker that cannot start): 503. */
+export class EngineUnavailableError extends EngineError {}
+
+/** The backend answered with a server error of its own: 502. */
+export class EngineUpstreamFailureError extends EngineError {}

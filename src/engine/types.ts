@@ -27,9 +27,14 @@ export interface ToolSpec {
 }
 
 /** What to render: shared by generate and count_tokens. */
+/** Which tools the model may or must call (Anthropic's tool_choice, in engine terms). */
+export type ToolChoice = "auto" | "none" | "required" | { name: string };
+
 export interface PromptInput {
   /** The target the alias map resolved; single-model engines ignore it, routers use it. */
   model?: string;
+  /** The model name the client asked for, before aliasing (routers may match on it). */
+  requestedModel?: string;
   messages: ChatMessage[];
   tools?: ToolSpec[];
   /** Ask templates that support it (Qwen3) to think, or not. */
@@ -45,6 +50,9 @@ export interface GenerateRequest extends PromptInput {
   topP?: number;
   topK?: number;
   stop?: string[];
+  toolChoice?: ToolChoice;
+  /** False when the client disabled parallel tool use. */
+  parallelToolCalls?: boolean;
 }
 
 export type FinishReason = "stop" | "length" | "stop_sequence" | "tool_calls" | "cancelled";
@@ -105,6 +113,8 @@ export interface InferenceEngine {
   /** Throws typed errors from ./errors before yielding when the request cannot run. */
   generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<EngineEvent>;
   countTokens(input: PromptInput): Promise<number>;
+  /** Like countTokens, saying whether the figure is exact or an estimate (upstreams without a tokenizer). */
+  countTokensDetailed?(input: PromptInput): Promise<{ count: number; exact: boolean; source: string }>;
   stats(): Promise<EngineStats>;
   clearCache(): Promise<void>;
   stop(): Promise<void>;

@@ -191,7 +191,7 @@ export function createMemoryMonitor(config: MemoryMonitorConfig = {}): SampledMe
       if (timer) return;
       timer = setInterval(() => void monitor.sampleNow(), intervalMs);
       // The sampler must never keep the process alive on its own.
-      // timer.unref?.();
+      timer.unref?.();
       await monitor.sampleNow();
     },
     stop() {

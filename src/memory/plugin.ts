@@ -47,6 +47,8 @@ export function isInferenceRoute(method: string, path: string): boolean {
 
 // Request -> its in-flight entry; lets routes find their abort signal without extra plumbing.
 const entries = new WeakMap<Request, InflightEntry>();
+// Entries whose handler returned a generator: they leave the registry when it ends.
+const wrapped = new WeakSet<InflightEntry>();
 
 /** The in-flight entry the guard registered for this request, if it is an admitted inference request. */
 export function inflightEntryOf(request: Request): InflightEntry | undefined {
@@ -88,7 +90,7 @@ async function* guardStream(inner: AsyncGenerator<unknown>, entry: InflightEntry
       }
       // Keep the return value: a non-streaming handler written as a generator returns its body.
       if (r.done) return r.value;
-      isSse ??= !!(r.value as { sse?: unknown } | null)?.sse;
+      if (isSse === null) entry.streaming = isSse = !!(r.value as { sse?: unknown } | null)?.sse;
       yield r.value;
     }
   } finally {
@@ -162,13 +164,13 @@ export function memoryGuard(opts: MemoryGuardOptions) {
     .onAfterHandle({ as: "global" }, ({ request, responseValue, set }) => {
       const entry = entries.get(request);
       if (!entry || !isAsyncGenerator(responseValue)) return;
-      entry.streaming = true;
+      wrapped.add(entry);
       return guardStream(responseValue, entry, () => state.inflight.unregister(entry), requestIdOf(set) ?? entry.id) as never;
     })
     .onAfterResponse({ as: "global" }, ({ request }) => {
       const entry = entries.get(request);
-      // Streams unregister when they end; everything else is done once the response is out.
-      if (entry && !entry.streaming) state.inflight.unregister(entry);
+      // Generators unregister when they end; everything else is done once the response is out.
+      if (entry && !wrapped.has(entry)) state.inflight.unregister(entry);
     })
     .as("global");
 }

@@ -6,6 +6,8 @@ import {
   EngineBadRequestError,
   EngineError,
   EngineOverloadedError,
+  EngineUnavailableError,
+  EngineUpstreamFailureError,
   PromptTooLongError,
 } from "../engine/errors";
 
@@ -17,7 +19,7 @@ export type UpstreamFailure = "unreachable" | "timeout" | "auth" | "bad_gateway"
  * The HTTP layer should answer 503 with this message (an `api_error`, not `overloaded_error`:
  * retrying soon will not help until an operator acts).
  */
-export class UpstreamUnavailableError extends EngineError {
+export class UpstreamUnavailableError extends EngineUnavailableError {
   constructor(
     message: string,
     readonly failure: UpstreamFailure,
@@ -28,7 +30,7 @@ export class UpstreamUnavailableError extends EngineError {
 }
 
 /** Upstream error that is neither the client's fault nor an outage (e.g. a 500). */
-export class UpstreamServerError extends EngineError {
+export class UpstreamServerError extends EngineUpstreamFailureError {
   constructor(
     message: string,
     readonly status: number,

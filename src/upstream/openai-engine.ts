@@ -15,7 +15,7 @@ import type {
 import { UpstreamUnavailableError, mapUpstreamStatus, parseContextComplaint } from "./errors";
 import { type FetchLike, type StreamHandle, UpstreamHttp, upstreamRoot } from "./http";
 import { pickRoute } from "./routes";
-import { SseDecoder } from "./sse";
+import { SseDecoder, type SseItem } from "./sse";
 import { ChunkAssembler, UpstreamStreamError } from "./stream";
 import { type TokenCount, UpstreamTokenCounter } from "./tokens";
 import { type UpstreamGenerateRequest, buildChatRequest } from "./translate";
@@ -257,6 +257,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
       if (h.res.status === 400) {
         // A max_tokens larger than the context can hold is clamped, not refused (Anthropic semantics).
         const text = await h.res.text();
+        h.close();
         const c = parseContextComplaint(text);
         const room = c.maxContext !== undefined && c.promptTokens !== undefined ? c.maxContext - c.promptTokens : 0;
         if (c.isContextError && room > 0 && room < body.max_tokens) {
@@ -283,13 +284,19 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
     this.running++;
     const decoder = new SseDecoder();
     const asm = new ChunkAssembler(req.stop ?? []);
+    // A server (or proxy) that ignores stream:true answers one JSON completion instead.
+    const whole = (h.res.headers.get("content-type") ?? "").includes("application/json");
     try {
       yield { type: "started", promptTokens: 0, cachedTokens: 0 };
-      for (;;) {
-        const bytes = await h.read();
-        const items = bytes ? decoder.push(bytes) : decoder.end();
-        for (const item of items) for (const ev of asm.push(item)) yield ev;
-        if (!bytes || asm.done) break;
+      if (whole) {
+        for (const ev of asm.push(completionAsChunk(await h.res.text()))) yield ev;
+      } else {
+        for (;;) {
+          const bytes = await h.read();
+          const items = bytes ? decoder.push(bytes) : decoder.end();
+          for (const item of items) for (const ev of asm.push(item)) yield ev;
+          if (!bytes || asm.done) break;
+        }
       }
       if (!asm.done && !asm.finished) {
         throw new UpstreamUnavailableError(`upstream ${t.u.http.root} closed the stream before finishing`, "stream_broken", t.u.http.root);
@@ -358,6 +365,21 @@ interface ModelEntry {
   max_model_len?: number;
   context_length?: number;
   meta?: { n_ctx_train?: number };
+}
+
+/** A non-streaming chat.completion body as one SSE item the ChunkAssembler understands. */
+function completionAsChunk(text: string): SseItem {
+  let data = text;
+  try {
+    const j = JSON.parse(text) as { choices?: { message?: unknown; finish_reason?: unknown }[] };
+    if (Array.isArray(j.choices)) {
+      const choices = j.choices.map((c, index) => ({ index, delta: c.message ?? {}, finish_reason: c.finish_reason ?? "stop" }));
+      data = JSON.stringify({ ...j, choices });
+    }
+  } catch {
+    // not JSON: the assembler ignores it and the stream counts as broken
+  }
+  return { kind: "event", event: "message", data };
 }
 
 /** An error the upstream reported inside a started stream, as a typed engine error. */

@@ -34,9 +34,6 @@ export interface RoutingEngineStats extends EngineStats {
   routes: RouteStatus[];
 }
 
-/** An engine that may report whether its count is exact (OpenAIUpstreamEngine does). */
-type DetailedCounter = InferenceEngine & { countTokensDetailed(input: PromptInput): Promise<TokenCount> };
-
 export class RoutingEngine implements InferenceEngine {
   private readonly fallback: EngineRoute;
 
@@ -46,9 +43,14 @@ export class RoutingEngine implements InferenceEngine {
     this.fallback = routes.find((r) => r.pattern === "*") ?? (routes[0] as EngineRoute);
   }
 
-  /** The engine serving `model` (the default route when no rule matches). */
-  engineFor(model: string | undefined): InferenceEngine {
-    return (pickRoute(this.routes, model) ?? this.fallback).engine;
+  /** The engine for a request: a rule naming the alias target wins, then one naming the client's
+   *  own model name (so `haiku=...` works with the default alias map), then the default route. */
+  engineFor(model: string | undefined, requested?: string): InferenceEngine {
+    const specific = (name: string | undefined) => {
+      const r = pickRoute(this.routes, name);
+      return r && r.pattern !== "*" ? r : undefined;
+    };
+    return (specific(model) ?? specific(requested) ?? this.fallback).engine;
   }
 
   /** Starts every route; an upstream that is down does not stop the others. */
@@ -71,17 +73,17 @@ export class RoutingEngine implements InferenceEngine {
   }
 
   generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<EngineEvent> {
-    return this.engineFor(req.model).generate(req, signal);
+    return this.engineFor(req.model, req.requestedModel).generate(req, signal);
   }
 
   countTokens(input: PromptInput): Promise<number> {
-    return this.engineFor(input.model).countTokens(input);
+    return this.engineFor(input.model, input.requestedModel).countTokens(input);
   }
 
   /** Exact when the chosen engine counts with a real tokenizer; the MLX engine always does. */
   async countTokensDetailed(input: PromptInput): Promise<TokenCount> {
-    const e = this.engineFor(input.model);
-    if ("countTokensDetailed" in e) return (e as DetailedCounter).countTokensDetailed(input);
+    const e = this.engineFor(input.model, input.requestedModel);
+    if ("countTokensDetailed" in e && e.countTokensDetailed) return (await e.countTokensDetailed(input)) as TokenCount;
     return { count: await e.countTokens(input), exact: true, source: "engine" };
   }
 

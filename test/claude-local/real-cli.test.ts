@@ -175,13 +175,9 @@ test("terminal A gets Pensieve's answer through claude-local while terminal B, a
     HTTPS_PROXY: trap.url, HTTP_PROXY: trap.url, https_proxy: trap.url, http_proxy: trap.url,
     NO_PROXY: loopback, no_proxy: loopback,
   };
-  const envA = {
-    ...shell,
-    PENSIEVE_PORT: String(recorder.port),
-    PENSIEVE_TOKEN,
-    // Bounds the random model's answer (and the test's time); the user's choice, passed through.
-    CLAUDE_CODE_MAX_OUTPUT_TOKENS: "256",
-  };
+  // No CLAUDE_CODE_MAX_OUTPUT_TOKENS cap: on a "max_tokens" stop Claude Code asks the model to
+  // resume, up to 3 times, then exits 1. The tiny model ends on its own (EOS) after ~600 tokens on average.
+  const envA = { ...shell, PENSIEVE_PORT: String(recorder.port), PENSIEVE_TOKEN };
 
   const [a, b] = await Promise.all([
     run([WRAPPER, "-p", "hello"], envA, cwd),
@@ -209,7 +205,6 @@ test("terminal A gets Pensieve's answer through claude-local while terminal B, a
   // Pensieve saw the wrapper's /health and A's claude, with the Pensieve token only.
   const claudeToPensieve = toPensieve.filter(fromClaude);
   expect(toPensieve.filter((x) => !fromClaude(x)).map((x) => `${x.method} ${x.path}`)).toEqual(["GET /health"]);
-  expect(claudeToPensieve.length).toBe(messagesA.length + toPensieve.filter((x) => fromClaude(x) && !messagesA.includes(x)).length);
   for (const x of claudeToPensieve) {
     expect(authOf(x.headers).length).toBeGreaterThan(0);
     expect(new Set(authOf(x.headers))).toEqual(new Set([PENSIEVE_TOKEN]));
@@ -228,7 +223,6 @@ test("terminal A gets Pensieve's answer through claude-local while terminal B, a
   // Nothing tried to leave loopback (through the proxy Claude Code honours).
   expect(trap.seen).toEqual([]);
 
-  // What Claude Code 2.1.328 sent, for the record (the real server must serve all of it).
-  console.log("claude-local -> Pensieve:", toPensieve.map((x) => `${x.method} ${x.path} -> ${x.status}`).join(", "));
-  console.log("plain claude -> stand-in:", standinB.requests.map((r) => `${r.method} ${r.path}`).join(", "));
+  // Every call Claude Code made was answered successfully.
+  expect(claudeToPensieve.filter((x) => x.status >= 400).map((x) => `${x.method} ${x.path} -> ${x.status}`)).toEqual([]);
 }, 300_000);

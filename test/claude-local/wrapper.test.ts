@@ -197,7 +197,7 @@ describe("claude-local with a fake claude", () => {
     expect(seenB).toEqual(expectedB);
     // And the test runner's own environment (the "parent shell") is untouched too.
     expect(process.env.ANTHROPIC_BASE_URL).not.toBe(envA.ANTHROPIC_BASE_URL);
-  });
+   }, 60_000); // the fake waits up to ~20 s for its peer; a failed rendezvous must report, not time out
 
   test("the user's ANTHROPIC_AUTH_TOKEN and OAuth token never reach claude", async () => {
     const r = await runWrapper([], baseEnv({

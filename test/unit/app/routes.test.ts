@@ -68,6 +68,7 @@ describe("count_tokens", () => {
     expect(await res.json()).toEqual({ input_tokens: 1234 });
     expect(h.engine.counted[0]).toEqual({
       model: "tiny-demo",
+      requestedModel: "claude-x",
       messages: [
         { role: "system", content: "S" },
         { role: "user", content: "hi" },

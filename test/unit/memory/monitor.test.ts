@@ -307,6 +307,7 @@ describe("history, configuration and the sampler timer", () => {
 
   test("the sampler's timer is unref'd: a started monitor never keeps the process alive", async () => {
     const dir = mkdtempSync(join(tmpdir(), "pensieve-mon-"));
+    let proc: ReturnType<typeof Bun.spawn> | null = null;
     try {
       const path = join(dir, "avail");
       writeFileSync(path, String(8 * BYTES_PER_GB));
@@ -315,11 +316,14 @@ describe("history, configuration and the sampler timer", () => {
 const m = createMemoryMonitor({ source: ${JSON.stringify(`file:${path}`)} });
 await m.start();
 console.log(m.checkStatus());`;
-      const proc = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
-      const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
-      expect(out.trim()).toBe("safe");
+      const child = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
+      proc = child;
+      // A ref'd timer would keep the child alive forever; give up (and fail) well before the test timeout.
+      const code = await Promise.race([child.exited, Bun.sleep(20_000).then(() => "still running")]);
       expect(code).toBe(0);
+      expect((await new Response(child.stdout).text()).trim()).toBe("safe");
     } finally {
+      if (proc && proc.exitCode === null) proc.kill(); // only when the child hung
       rmSync(dir, { recursive: true, force: true });
     }
   });

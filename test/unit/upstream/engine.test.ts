@@ -155,6 +155,37 @@ describe("generate: the request", () => {
     });
   });
 
+  test("a server that ignores stream:true and answers one JSON completion still works", async () => {
+    const { engine } = engineWith((r) =>
+      r.path === "/v1/models"
+        ? models([{ id: "m" }])
+        : json({
+            id: "chatcmpl-1",
+            object: "chat.completion",
+            choices: [
+              {
+                index: 0,
+                message: {
+                  role: "assistant",
+                  content: "Checking.",
+                  tool_calls: [{ id: "call_9", type: "function", function: { name: "ls", arguments: '{"path":"/"}' } }],
+                },
+                finish_reason: "tool_calls",
+              },
+            ],
+            usage: { prompt_tokens: 12, completion_tokens: 7, total_tokens: 19 },
+          }),
+    );
+    const { events, error } = await collect(engine.generate(req()));
+    expect(error).toBeUndefined();
+    expect(events).toEqual([
+      { type: "started", promptTokens: 0, cachedTokens: 0 },
+      { type: "text", text: "Checking." },
+      { type: "tool_call", id: "call_9", name: "ls", arguments: { path: "/" } },
+      { type: "done", finishReason: "tool_calls", promptTokens: 12, completionTokens: 7, cachedTokens: 0 },
+    ]);
+  });
+
   test("routes option: an alias target picks another model id and server", async () => {
     const { engine, up } = engineWith(textStream, {
       model: "big",
