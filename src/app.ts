@@ -70,7 +70,14 @@ export function createApp(deps: AppDeps) {
       return request.method === "HEAD" ? "" : mapped.body;
     })
     .use(requestId())
-    .use(memoryGuard({ monitor: deps.memory, ...(deps.onEmergency ? { onEmergency: deps.onEmergency } : {}) }))
+    .use(
+      memoryGuard({
+        monitor: deps.memory,
+        model: () => engine.model(),
+        ...(logger ? { log: logger } : {}),
+        ...(deps.onEmergency ? { onEmergency: deps.onEmergency } : {}),
+      }),
+    )
     .use(hostCheck(config.allowedHosts))
     .use(cors(config.corsOrigins ?? []))
     .use(auth(config.token))

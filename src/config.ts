@@ -120,6 +120,7 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
     throw new UsageError("memory thresholds must decrease: caution > warning > critical > emergency");
   }
   if (cfg.port > 65535) throw new UsageError("--port must be at most 65535");
+  if (cfg.memoryIntervalMs < 250 || cfg.memoryIntervalMs > 500) throw new UsageError("--memory-interval-ms must be between 250 and 500");
   if (cfg.backend !== "mlx" && cfg.backend !== "openai") throw new UsageError("--backend must be 'mlx' or 'openai'");
   if (cfg.backend === "openai" && !cfg.upstream) {
     throw new UsageError("--backend openai needs --upstream URL");

@@ -196,7 +196,7 @@ class Worker:
     def cmd_cancel(self, msg: dict) -> None:
         target = msg.get("target")
         found = False
-        if self.current is not None and self.current.id == target and not self.current.cancelled:
+        if self.current is not None and self.current.id == target:
             self.current.cancelled = True
             found = True
         else:

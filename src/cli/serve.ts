@@ -124,7 +124,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
 
   const host = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host;
   const url = `http://${host}:${server.port}`;
-  const memNote = cfg.memorySource ? ` · memory source ${monitor.describe()}` : "";
+  const memNote = cfg.memorySource ? ` · ${monitor.describe()}` : "";
   console.log(
     `Pensieve ${version} listening on ${url} · ${describeModel(engine.model(), cfg)}${memNote} · ` +
       `Claude Code: ANTHROPIC_BASE_URL=${url} ANTHROPIC_API_KEY=${cfg.token} claude  (or scripts/claude-local)`,
@@ -135,7 +135,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     if (stopping) return;
     stopping = true;
     log.info(`${signal}: shutting down`);
-    safety.state.stopAccepting(`server is shutting down (${signal})`);
+    safety.state.stopAccepting(signal);
     server?.stop(false);
     monitor.stop();
     await engine.stop().catch((e) => log.warn("engine stop failed", { error: String(e) }));

@@ -72,6 +72,11 @@ process.on("exit", () => {
   for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
 });
 
+/** Drops variables set to undefined, so `env: { X: undefined }` unsets X for the child. */
+export function cleanEnv(env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));
+}
+
 /** Start `pensieve serve --port 0 ...` and resolve once /health answers. */
 export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
   const command = opts.command ?? [BUN, join(REPO, "src/main.ts")];
@@ -81,7 +86,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   const started = performance.now();
   const proc = Bun.spawn([...command, ...args], {
     cwd: opts.cwd ?? REPO,
-    env: { ...process.env, PENSIEVE_HOME: home, PENSIEVE_PYTHON: testPython(), ...opts.env },
+    env: cleanEnv({ ...process.env, PENSIEVE_HOME: home, PENSIEVE_PYTHON: testPython(), ...opts.env }),
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
