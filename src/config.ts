@@ -6,8 +6,8 @@ interface OptionSpec {
   key: keyof ServeConfig;
   flag: string;
   env: string;
-  kind: "string" | "int" | "number" | "list";
-  def: string | number | string[] | undefined;
+  kind: "string" | "int" | "number" | "list" | "bool";
+  def: string | number | string[] | boolean | undefined;
   help: string;
 }
 
@@ -39,6 +39,7 @@ export interface ServeConfig {
   upstream: string | undefined;
   upstreamKey: string | undefined;
   upstreamRoutes: string | undefined;
+  upstreamMetrics: boolean;
 }
 
 const PENSIEVE_HOME = process.env.PENSIEVE_HOME ?? join(homedir(), ".pensieve");
@@ -70,6 +71,7 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "backend", flag: "--backend", env: "PENSIEVE_BACKEND", kind: "string", def: "mlx", help: "mlx (local worker) or openai (an OpenAI-compatible upstream)" },
   { key: "upstream", flag: "--upstream", env: "PENSIEVE_UPSTREAM", kind: "string", def: undefined, help: "upstream base URL for --backend openai" },
   { key: "upstreamKey", flag: "--upstream-key", env: "PENSIEVE_UPSTREAM_KEY", kind: "string", def: undefined, help: "API key sent to the upstream" },
+  { key: "upstreamMetrics", flag: "--upstream-metrics", env: "PENSIEVE_UPSTREAM_METRICS", kind: "bool", def: false, help: "poll the upstream's /metrics for KV-cache pressure (vLLM, SGLang, llama-server)" },
   { key: "upstreamRoutes", flag: "--upstream-routes", env: "PENSIEVE_UPSTREAM_ROUTES", kind: "string", def: undefined, help: "route model names to upstreams, e.g. '*haiku*=http://h:8001/v1#small,*=#big'" },
 ];
 
@@ -82,6 +84,10 @@ function convert(spec: OptionSpec, raw: string): ServeConfig[keyof ServeConfig] 
       return raw;
     case "list":
       return raw.split(",").map((s) => s.trim()).filter(Boolean);
+    case "bool":
+      if (/^(1|true|yes|on)$/i.test(raw)) return true;
+      if (/^(0|false|no|off)?$/i.test(raw)) return false;
+      throw new UsageError(`${spec.flag} (${spec.env}) expects true or false, got '${raw}'`);
     case "int":
     case "number": {
       const n = Number(raw);
@@ -106,7 +112,8 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
     const name = eq > 0 ? arg.slice(0, eq) : arg;
     const spec = SERVE_OPTIONS.find((s) => s.flag === name);
     if (!spec) throw new UsageError(`unknown option '${arg}' (see pensieve serve --help)`);
-    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    // A boolean flag stands alone (`--upstream-metrics`) or takes `=true|false`.
+    const value = eq > 0 ? arg.slice(eq + 1) : spec.kind === "bool" ? "true" : argv[++i];
     if (value === undefined) throw new UsageError(`${spec.flag} needs a value`);
     out[spec.key] = convert(spec, value);
   }
@@ -131,8 +138,9 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
 /** The `serve` section of `--help`, generated from the option table. */
 export function serveHelp(): string {
   const rows = SERVE_OPTIONS.map((s) => {
-    const def = s.def === undefined || (Array.isArray(s.def) && s.def.length === 0) ? "" : ` [default: ${s.def}]`;
-    return `  ${`${s.flag} <${s.kind === "list" ? "a,b" : s.kind}>`.padEnd(30)} ${s.help}${def}\n  ${"".padEnd(30)} env: ${s.env}`;
+    const def = s.def === undefined || s.def === false || (Array.isArray(s.def) && s.def.length === 0) ? "" : ` [default: ${s.def}]`;
+    const arg = s.kind === "bool" ? "" : ` <${s.kind === "list" ? "a,b" : s.kind}>`;
+    return `  ${`${s.flag}${arg}`.padEnd(30)} ${s.help}${def}\n  ${"".padEnd(30)} env: ${s.env}`;
   });
   return rows.join("\n");
 }

@@ -44,6 +44,10 @@ async function main(argv: string[]): Promise<number> {
     return -1; // keep running
   }
   if (cmd === "setup") {
+    if (rest.includes("--help") || rest.includes("-h")) {
+      process.stdout.write(help());
+      return 0;
+    }
     // Here --python names the interpreter that creates the venv.
     const cfg = parseServeArgs(rest);
     const python = cfg.python;

@@ -174,6 +174,8 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
         kwargs["prompt_cache"] = cache
     completion, finish, tps = 0, None, 0.0
     t0 = time.perf_counter()
+    # On Metal, stream_generate wires the model's memory (mx.set_wired_limit) for
+    # the generation; the CPU build reports no working-set size, so it skips that.
     stream = stream_generate(lm.model, lm.tokenizer, mx.array(ids), **kwargs)
     try:
         for resp in stream:

@@ -200,14 +200,21 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
     )
     .post(
       "/v1/messages/count_tokens",
-      async ({ body }) => ({ input_tokens: await engine.countTokens(toPromptInput(body, translateOptions(body.model))) }),
+      async ({ body, set }) => {
+        const input = toPromptInput(body, translateOptions(body.model));
+        if (!engine.countTokensDetailed) return { input_tokens: await engine.countTokens(input) };
+        // Upstreams without a tokenizer endpoint can only estimate; say which it is.
+        const { count, exact, source } = await engine.countTokensDetailed(input);
+        set.headers["x-pensieve-token-count"] = `${exact ? "exact" : "estimate"}; source=${source}`;
+        return { input_tokens: count };
+      },
       {
         body: "CountTokensRequest",
         query: MessagesQuery,
         detail: {
           tags: ["Anthropic"],
           summary: "Count tokens",
-          description: "Exact count with the model's own tokenizer and chat template.",
+          description: "Exact count with the model's own tokenizer and chat template (with an OpenAI upstream lacking a tokenizer, an estimate labelled by the x-pensieve-token-count header).",
           responses: {
             200: { description: "Token count", content: { "application/json": { schema: { $ref: "#/components/schemas/CountTokensResponse" } } } },
             ...errors,

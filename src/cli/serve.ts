@@ -7,7 +7,8 @@ import type { InferenceEngine, ModelInfo } from "../engine/types";
 import { setupMemorySafety } from "../lifecycle/memory-safety";
 import { createLogger, type Logger } from "../log";
 import { createMemoryMonitor } from "../memory/monitor";
-import { createUpstreamEngine } from "../upstream";
+import { createUpstreamEngine, splitUpstream } from "../upstream";
+import { UpstreamKvPoller, withKvPressure } from "../upstream/kv-pressure";
 import { DEMO_MODEL_ID, ensureDemoModel } from "./demo-model";
 import { resolvePython } from "./python";
 
@@ -67,13 +68,20 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
         })
       : await buildMlxEngine(cfg, log);
 
-  const monitor = createMemoryMonitor({
+  const localMonitor = createMemoryMonitor({
     ...(cfg.memorySource ? { source: cfg.memorySource } : {}),
     thresholds: { caution: cfg.memCautionGb, warning: cfg.memWarningGb, critical: cfg.memCriticalGb, emergency: cfg.memEmergencyGb },
     intervalMs: cfg.memoryIntervalMs,
     log,
   });
-  await monitor.start();
+  await localMonitor.start();
+  let kvPoller: UpstreamKvPoller | undefined;
+  if (cfg.backend === "openai" && cfg.upstreamMetrics && cfg.upstream) {
+    kvPoller = new UpstreamKvPoller({ baseUrl: splitUpstream(cfg.upstream).baseUrl, ...(cfg.upstreamKey ? { apiKey: cfg.upstreamKey } : {}) });
+    await kvPoller.start();
+  }
+  // The upstream's KV-cache pressure raises the gate's level; the local monitor stays the source of GB figures.
+  const monitor = kvPoller ? withKvPressure(localMonitor, kvPoller) : localMonitor;
 
   let server: ReturnType<typeof Bun.serve> | undefined;
   const safety = setupMemorySafety({
@@ -138,6 +146,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     safety.state.stopAccepting(signal);
     server?.stop(false);
     monitor.stop();
+    kvPoller?.stop();
     await engine.stop().catch((e) => log.warn("engine stop failed", { error: String(e) }));
     process.exit(0);
   };

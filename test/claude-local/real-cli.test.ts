@@ -7,7 +7,7 @@
  * A trap proxy (HTTPS_PROXY) catches any attempt to leave loopback.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { startAnthropicStandin, type AnthropicStandin, type RecordedRequest } from "../support/anthropic-standin";
@@ -158,7 +158,8 @@ test("terminal A gets Pensieve's answer through claude-local while terminal B, a
   // One user, one temp HOME, one shell environment whose global settings point at "their" API (B).
   const home = join(work, "home");
   const cwd = join(work, "project");
-  await Bun.$`mkdir -p ${home} ${cwd}`;
+  mkdirSync(home);
+  mkdirSync(cwd);
   const loopback = "127.0.0.1,localhost,::1";
   const shell: Record<string, string> = {
     PATH: `${CLAUDE_BIN_DIR}:${process.env.PATH ?? "/usr/bin:/bin"}`,
