@@ -202,5 +202,5 @@ describe("pensieve setup", () => {
     } finally {
       rmSync(home, { recursive: true, force: true });
     }
-  });
+  }, 300_000);
 });

@@ -174,11 +174,9 @@ describe("messages.stream", () => {
     const s = checkAnthropicStream(events);
     expect(s.names[0]).toBe("message_start");
     expect(s.names.at(-1)).toBe("message_stop");
-    // Pings only before the first block here: the tiny model never stalls mid-answer.
-    const firstBlock = s.names.indexOf("content_block_start");
-    expect(s.names.slice(1, firstBlock).every((n) => n === "ping")).toBe(true);
-    expect(s.names.slice(firstBlock).join(" ")).toMatch(
-      /^(content_block_start( content_block_delta)+ content_block_stop )+message_delta message_stop$/,
+    // Pings may come anywhere (the server pings while the worker is silent); the rest is fixed.
+    expect(s.names.filter((n) => n !== "ping").join(" ")).toMatch(
+      /^message_start (content_block_start( content_block_delta)+ content_block_stop )+message_delta message_stop$/,
     );
     expect(s.blocks[0]!.type).toBe("text");
 
