@@ -9,7 +9,10 @@ from typing import Any, Callable, Optional, Protocol
 from . import faults
 from .errors import WorkerError, bad_request, prompt_too_long
 from .model import LoadedModel, RenderError
+from .prompt_cache import cache_length
+from .splitter import OutputSplitter
 from .stops import StopMatcher
+from .toolcalls import new_call_id
 
 
 class Host(Protocol):
@@ -43,6 +46,8 @@ class GenerateParams:
     top_k: int
     stop: list = field(default_factory=list)
     seed: Optional[int] = None
+    tool_choice: Any = "auto"  # "auto" | "none" | "required" | {"name": X}
+    parallel_tool_calls: bool = True
 
 
 def _num(msg: dict, key: str, default: float, lo: float, hi: float) -> float:
@@ -84,10 +89,22 @@ def parse_params(msg: dict) -> GenerateParams:
     seed = msg.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise bad_request("seed must be an integer")
+    choice = msg.get("tool_choice")
+    if choice is None:
+        choice = "auto"
+    if not (choice in ("auto", "none", "required") or (
+            isinstance(choice, dict) and isinstance(choice.get("name"), str) and choice["name"])):
+        raise bad_request('tool_choice must be "auto", "none", "required" or {"name": ...}')
+    parallel = msg.get("parallel_tool_calls", True)
+    if parallel is None:
+        parallel = True
+    if not isinstance(parallel, bool):
+        raise bad_request("parallel_tool_calls must be a boolean")
     return GenerateParams(
         messages=messages, tools=tools, enable_thinking=thinking, max_tokens=max_tokens,
         temperature=_num(msg, "temperature", 1.0, 0.0, 100.0),
         top_p=_num(msg, "top_p", 1.0, 0.0, 1.0), top_k=top_k, stop=stop, seed=seed,
+        tool_choice=choice, parallel_tool_calls=parallel,
     )
 
 
@@ -100,37 +117,89 @@ def render(lm: LoadedModel, messages: list, tools: Optional[list],
 
 
 class TextOutput:
-    """Turns detokenized fragments into `delta` events.
+    """Turns detokenized fragments into delta / thinking / tool_call events.
 
-    Extension point (issue 5): tool-call and thinking splitters go here, ahead
-    of the stop matcher, emitting `tool_call` / `thinking` events.
+    The splitter separates reasoning and tool calls first; stop sequences apply
+    to the answer text only.
     """
 
-    def __init__(self, gid: Any, stops: list[str]):
+    def __init__(self, gid: Any, stops: list[str], splitter: Optional[OutputSplitter] = None,
+                 show_thinking: bool = False, parallel_tool_calls: bool = True):
         self.gid = gid
         self.stops = StopMatcher(stops)
-
-    def feed(self, text: str) -> list[dict]:
-        out, _ = self.stops.feed(text)
-        return self._delta(out)
+        self.splitter = splitter or OutputSplitter()
+        self.show_thinking = show_thinking
+        self.parallel = parallel_tool_calls
+        self.calls = 0
 
     @property
     def matched(self) -> Optional[str]:
         return self.stops.matched
 
-    def finish(self) -> list[dict]:
-        return self._delta(self.stops.flush())
+    @property
+    def stop_now(self) -> bool:
+        """A stop sequence matched, or the one call allowed is complete."""
+        return self.matched is not None or (not self.parallel and self.calls > 0)
 
-    def _delta(self, text: str) -> list[dict]:
-        return [{"type": "delta", "id": self.gid, "text": text}] if text else []
+    def feed(self, text: str) -> list[dict]:
+        return self._events(self.splitter.feed(text), final=False)
+
+    def finish(self) -> list[dict]:
+        return self._events(self.splitter.finish(), final=True)
+
+    def _events(self, segments: list, final: bool) -> list[dict]:
+        out: list[dict] = []
+        for kind, value in segments:
+            if self.stop_now:
+                break
+            if kind == "text":
+                text, _ = self.stops.feed(value)
+                self._delta(out, text)
+            elif kind == "thinking":
+                if self.show_thinking:
+                    out.append({"type": "thinking", "id": self.gid, "text": value})
+            else:
+                # Text held back by the stop matcher comes before the call.
+                self._delta(out, self.stops.flush())
+                self.calls += 1
+                out.append({"type": "tool_call", "id": self.gid, "call_id": new_call_id(),
+                            "name": value["name"], "arguments": value["arguments"]})
+        if final and self.matched is None:
+            self._delta(out, self.stops.flush())
+        return out
+
+    def _delta(self, out: list[dict], text: str) -> None:
+        if text:
+            out.append({"type": "delta", "id": self.gid, "text": text})
 
 
 def prompt_cache_for(lm: LoadedModel, ids: list[int]) -> tuple[Optional[list], int]:
-    """Extension point (issue 5): reuse a KV cache sharing a prefix with ids.
+    """A KV cache holding the longest cached prefix of ids, and its length."""
+    return lm.prompt_cache.fetch(ids)
 
-    Returns (prompt_cache for stream_generate, tokens already cached). No reuse yet.
-    """
-    return None, 0
+
+def _ends_in_think(lm: LoadedModel, ids: list[int]) -> bool:
+    # Qwen3 (thinking on) and R1 distills open <think> in the generation prompt.
+    if lm.think is None:
+        return False
+    tail = lm.tokenizer.decode(ids[-48:])
+    return tail.rfind(lm.think[0]) > tail.rfind(lm.think[1])
+
+
+def plan_output(lm: LoadedModel, p: GenerateParams, ids: list[int]) -> tuple[list[int], OutputSplitter]:
+    """The prompt ids (with any forced call start) and the splitter for its output."""
+    fmt = lm.tool_format if (p.tools and p.tool_choice != "none") else None
+    in_think = _ends_in_think(lm, ids)
+    forced = None
+    if fmt is not None and p.tool_choice != "auto":
+        tool = p.tool_choice.get("name") if isinstance(p.tool_choice, dict) else None
+        forced = fmt.forced_prefix(tool)
+        text = forced
+        if in_think:  # a forced call skips reasoning
+            text, in_think = lm.think[1] + "\n\n" + forced, False
+        ids = ids + list(lm.tokenizer.encode(text, add_special_tokens=False))
+    splitter = OutputSplitter(fmt, p.tools, lm.think, in_think, forced)
+    return ids, splitter
 
 
 def run_generate(host: Host, lm: LoadedModel, msg: dict,
@@ -142,7 +211,7 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
 
     gid = msg["id"]
     p = parse_params(msg)
-    ids = render(lm, p.messages, p.tools, p.enable_thinking)
+    ids, splitter = plan_output(lm, p, render(lm, p.messages, p.tools, p.enable_thinking))
     n_prompt, ctx = len(ids), lm.context_length
     if n_prompt >= ctx:
         raise prompt_too_long(n_prompt, ctx)
@@ -157,6 +226,8 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
     last_progress = [-1]
 
     def on_progress(processed: int, total: int) -> None:
+        # stream_generate counts only the uncached rest; report the whole prompt.
+        processed, total = processed + cached, total + cached
         if processed != last_progress[0]:
             last_progress[0] = processed
             host.send({"type": "progress", "id": gid, "processed": int(processed),
@@ -165,30 +236,39 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
         if gen.cancelled:
             raise _Cancelled()
 
-    output = TextOutput(gid, p.stop)
+    output = TextOutput(gid, p.stop, splitter, bool(p.enable_thinking), p.parallel_tool_calls)
     sampler = make_sampler(temp=p.temperature, top_p=p.top_p, top_k=p.top_k)
     kwargs: dict[str, Any] = {"max_tokens": max_tokens, "sampler": sampler,
                               "prompt_progress_callback": on_progress,
                               "prefill_step_size": lm.prefill_step_size}
-    if cache is not None:
-        kwargs["prompt_cache"] = cache
+    if cache is None:
+        from mlx_lm.models.cache import make_prompt_cache
+
+        cache = make_prompt_cache(lm.model)
+    kwargs["prompt_cache"] = cache  # ours, so it can be kept for the next prompt
     completion, finish, tps = 0, None, 0.0
+    generated: list[int] = []
     t0 = time.perf_counter()
     # On Metal, stream_generate wires the model's memory (mx.set_wired_limit) for
     # the generation; the CPU build reports no working-set size, so it skips that.
-    stream = stream_generate(lm.model, lm.tokenizer, mx.array(ids), **kwargs)
+    stream = stream_generate(lm.model, lm.tokenizer, mx.array(ids[cached:]), **kwargs)
     try:
         for resp in stream:
             completion, tps = resp.generation_tokens, resp.generation_tps
+            generated.append(int(resp.token))
             if completion == 1:
                 faults.after_first_token()
-            for ev in output.feed(resp.text):
-                host.send(ev)
-            if output.matched is not None:
-                finish = "stop_sequence"
-                break
             if resp.finish_reason is not None:
                 finish = resp.finish_reason  # "stop" (EOS) or "length"
+                for ev in output.feed(resp.text) + output.finish():
+                    host.send(ev)
+                if output.matched is not None:
+                    finish = "stop_sequence"
+                break
+            for ev in output.feed(resp.text):
+                host.send(ev)
+            if output.stop_now:
+                finish = "stop_sequence" if output.matched is not None else "tool_calls"
                 break
             host.poll()  # answers cancel/stats/count_tokens between tokens
             if gen.cancelled:
@@ -200,9 +280,12 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
         stream.close()
     if finish is None:  # the stream ended without a final response
         finish = "cancelled" if gen.cancelled else "length"
-    if finish in ("stop", "length"):
-        for ev in output.finish():
-            host.send(ev)
+        if finish == "length":
+            for ev in output.finish():
+                host.send(ev)
+    if finish == "stop" and output.calls > 0:
+        finish = "tool_calls"
+    _keep_cache(lm, ids + generated, cache)
     host.send({"type": "done", "id": gid, "finish_reason": finish,
                "stop_sequence": output.matched if finish == "stop_sequence" else None,
                "prompt_tokens": n_prompt, "completion_tokens": int(completion),
@@ -210,6 +293,21 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
     host.log(f"[worker] generate id={gid} finish={finish} prompt_tokens={n_prompt} "
              f"completion_tokens={completion} gen_tps={tps:.1f} "
              f"seconds={time.perf_counter() - t0:.3f}")
+
+
+def _keep_cache(lm: LoadedModel, tokens: list[int], cache: list) -> None:
+    """Stores the generation's KV cache under the tokens it really holds."""
+    from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+    held = cache_length(cache)
+    if held is None:
+        return  # unknown contents: never risk reusing a wrong cache
+    if held > len(tokens):  # a step computed past the last token we saw
+        if not can_trim_prompt_cache(cache):
+            return
+        trim_prompt_cache(cache, held - len(tokens))
+        held = len(tokens)
+    lm.prompt_cache.store(tokens[:held], cache)
 
 
 __all__ = ["Generation", "WorkerError", "parse_prompt", "render", "run_generate", "TextOutput"]

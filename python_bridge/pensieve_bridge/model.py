@@ -10,6 +10,9 @@ from typing import Any, Optional
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from .prompt_cache import GB, PromptCache
+from .toolcalls import ToolFormat, format_for
+
 DEMO_MARKER = "pensieve-tiny-model.json"  # written by make_tiny_model.py
 _CONTEXT_KEYS = ("max_position_embeddings", "max_sequence_length", "seq_length",
                  "n_positions", "n_ctx")
@@ -30,6 +33,9 @@ class LoadedModel:
     prefill_step_size: int = 2048
     load_seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    tool_format: Optional[ToolFormat] = None
+    think: Optional[tuple[str, str]] = None  # (start, end) markers
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
 
     def render(self, messages: list, tools: Optional[list] = None,
                enable_thinking: Optional[bool] = None) -> list[int]:
@@ -66,7 +72,8 @@ def _as_ids(out: Any) -> list[int]:
 
 
 def load_model(name: str, context_length: Optional[int] = None,
-               prefill_step_size: Optional[int] = None) -> LoadedModel:
+               prefill_step_size: Optional[int] = None, prompt_cache_entries: int = 4,
+               prompt_cache_gb: float = 2.0) -> LoadedModel:
     """mlx_lm.load on a local directory or a Hugging Face id (needs the hub)."""
     from mlx_lm import load
 
@@ -78,7 +85,11 @@ def load_model(name: str, context_length: Optional[int] = None,
         name=name, model=model, tokenizer=tokenizer, config=config,
         context_length=int(context_length) if context_length else native,
         prefill_step_size=int(prefill_step_size or 2048), load_seconds=seconds,
+        tool_format=format_for(tokenizer),
+        prompt_cache=PromptCache(prompt_cache_entries, prompt_cache_gb * GB),
     )
+    if getattr(tokenizer, "has_thinking", False):
+        lm.think = (tokenizer.think_start, tokenizer.think_end)
     lm.info = describe(lm, name)
     return lm
 
@@ -88,7 +99,6 @@ def describe(lm: LoadedModel, name: str) -> dict:
     cfg = _text_config(lm.config)
     tok = lm.tokenizer
     local = Path(name).expanduser()
-    inner = getattr(tok, "_tokenizer", tok)
     return {
         "model": name,
         "path": str(local.resolve()) if local.is_dir() else None,
@@ -97,9 +107,12 @@ def describe(lm: LoadedModel, name: str) -> dict:
         "vocab_size": int(cfg.get("vocab_size") or len(tok.get_vocab())),
         "supports_vision": False,  # mlx-lm serves text only; images are refused upstream
         "kv_bytes_per_token": kv_bytes_per_token(lm.config, lm.model),
-        "has_tool_calling": bool(getattr(tok, "has_tool_calling", False)),
-        "has_thinking": bool(getattr(tok, "has_thinking", False)),
-        "tool_parser": getattr(inner, "init_kwargs", {}).get("tool_parser_type"),
+        "has_tool_calling": lm.tool_format is not None,
+        "has_thinking": lm.think is not None,
+        "tool_parser": lm.tool_format.name if lm.tool_format else None,
+        "max_concurrency": 1,  # one generation at a time; the server queues fairly
+        "prompt_cache_entries": lm.prompt_cache.max_entries,
+        "prompt_cache_gb": lm.prompt_cache.max_bytes / GB,
         "demo": local.is_dir() and (local / DEMO_MARKER).is_file(),
         "load_seconds": round(lm.load_seconds, 3),
     }

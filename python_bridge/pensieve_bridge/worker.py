@@ -22,7 +22,9 @@ from .streams import EOF_MARK, ProtocolOut
 
 DEFAULT_CACHE_LIMIT_GB = 5.0
 # Answered at once even while a generation runs; everything else waits for it.
-IMMEDIATE = {"cancel", "stats", "count_tokens"}
+IMMEDIATE = {"cancel", "stats", "count_tokens", "cache_relieve"}
+DEFAULT_PROMPT_CACHE_ENTRIES = 4
+DEFAULT_PROMPT_CACHE_GB = 2.0
 
 
 def hello() -> dict:
@@ -147,12 +149,21 @@ class Worker:
             val = msg.get(key)
             if val is not None and (isinstance(val, bool) or not isinstance(val, int) or val < 1):
                 raise bad_request(f"{key} must be an integer >= 1")
+        entries = msg.get("prompt_cache_entries", DEFAULT_PROMPT_CACHE_ENTRIES)
+        if isinstance(entries, bool) or not isinstance(entries, int) or entries < 0:
+            raise bad_request("prompt_cache_entries must be an integer >= 0")
+        pc_gb = msg.get("prompt_cache_gb", DEFAULT_PROMPT_CACHE_GB)
+        if isinstance(pc_gb, bool) or not isinstance(pc_gb, (int, float)) or pc_gb < 0:
+            raise bad_request("prompt_cache_gb must be a number >= 0")
         self.send(self.load(name, float(limit), msg.get("context_length"),
-                            msg.get("prefill_step_size"), msg["id"]))
+                            msg.get("prefill_step_size"), msg["id"], entries, float(pc_gb)))
 
     def load(self, name: str, cache_limit_gb: float, context_length: Optional[int],
-             prefill_step_size: Optional[int], cmd_id: Any) -> dict:
+             prefill_step_size: Optional[int], cmd_id: Any,
+             prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
+             prompt_cache_gb: float = DEFAULT_PROMPT_CACHE_GB) -> dict:
         if self.lm is not None:  # one model per worker: free the old one first
+            self.lm.prompt_cache.clear()
             self.lm = None
             gc.collect()
             memory.clear_and_log("unload", self.log)
@@ -161,7 +172,8 @@ class Worker:
         if metal:
             self.log(f"[worker] metal device: {metal}")
         try:
-            self.lm = load_model(name, context_length, prefill_step_size)
+            self.lm = load_model(name, context_length, prefill_step_size,
+                                 prompt_cache_entries, prompt_cache_gb)
         except Exception as exc:
             self.log(f"[worker] load failed:\n{traceback.format_exc()}")
             raise WorkerError("load_failed", f"could not load {name}: "
@@ -227,7 +239,29 @@ class Worker:
         self.send({"type": "stats", "id": msg["id"],
                    "model": self.lm.name if self.lm else None,
                    "generating": self.current.id if self.current else None,
-                   "deferred": len(self.deferred), "memory": memory.snapshot()})
+                   "deferred": len(self.deferred), "memory": memory.snapshot(),
+                   "prompt_cache": self._prompt_cache_stats()})
+
+    def _prompt_cache_stats(self) -> dict:
+        if self.lm is None:
+            return {"entries": 0, "bytes": 0, "max_entries": 0, "max_bytes": 0,
+                    "hits": 0, "misses": 0, "tokens_reused": 0}
+        return self.lm.prompt_cache.stats()
+
+    def cmd_cache_relieve(self, msg: dict) -> None:
+        level = msg.get("level")
+        if level not in ("trim", "drop"):
+            raise bad_request('cache_relieve needs level "trim" or "drop"')
+        if self.lm is not None:
+            self.lm.prompt_cache.relieve(level)
+        if level == "drop":
+            # The entry in use by a running generation is not in the cache: safe.
+            gc.collect()
+            mx.clear_cache()
+        st = self._prompt_cache_stats()
+        self.log(f"[worker] cache_relieve {level}: entries={st['entries']} bytes={st['bytes']}")
+        self.send({"type": "relieved", "id": msg["id"], "level": level,
+                   "entries": st["entries"], "bytes": st["bytes"]})
 
     def cmd_shutdown(self, msg: dict) -> str:
         memory.clear_and_log("shutdown", self.log)

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 HI = [{"role": "user", "content": "hi"}]
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "claude-code-first-turn.json"
+FIXTURE = Path(__file__).resolve().parents[2] / "test" / "fixtures" / "claude-code-first-turn.json"
 TOOLS = [{"type": "function", "function": {
     "name": "Bash", "description": "Run a command",
     "parameters": {"type": "object", "properties": {"command": {"type": "string"}},

@@ -80,6 +80,8 @@ export function generatePayload(req: GenerateRequest): Record<string, unknown> {
     top_p: req.topP,
     top_k: req.topK,
     stop: req.stop,
+    tool_choice: req.toolChoice,
+    parallel_tool_calls: req.parallelToolCalls,
   };
 }
 
@@ -95,6 +97,10 @@ export function toEngineEvent(msg: WorkerMessage): EngineEvent | "error" | null 
       return { type: "progress", processed: num(msg.processed), total: num(msg.total) };
     case "delta":
       return { type: "text", text: typeof msg.text === "string" ? msg.text : "" };
+    case "thinking":
+      return { type: "thinking", text: typeof msg.text === "string" ? msg.text : "" };
+    case "tool_call":
+      return toolCallEvent(msg);
     case "done": {
       const reason = String(msg.finish_reason);
       const done: EngineEvent = {
@@ -112,6 +118,25 @@ export function toEngineEvent(msg: WorkerMessage): EngineEvent | "error" | null 
     default:
       return null;
   }
+}
+
+/** A tool call; arguments arrive as an object (or, from some parsers, a JSON string). */
+function toolCallEvent(msg: WorkerMessage): EngineEvent {
+  let args: unknown = msg.arguments;
+  if (typeof args === "string") {
+    try {
+      args = JSON.parse(args);
+    } catch {
+      args = { raw: args };
+    }
+  }
+  const id = typeof msg.call_id === "string" && msg.call_id ? msg.call_id : `toolu_${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
+  return {
+    type: "tool_call",
+    id,
+    name: typeof msg.name === "string" ? msg.name : "",
+    arguments: typeof args === "object" && args !== null && !Array.isArray(args) ? (args as Record<string, unknown>) : {},
+  };
 }
 
 function num(v: unknown): number {

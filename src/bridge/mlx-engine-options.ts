@@ -28,9 +28,12 @@ export interface MlxEngineOptions {
   isDemo?: boolean;
   /** MLX cache limit passed to `load`. */
   cacheLimitGb?: number;
+  /** Prompt-prefix cache bounds passed to `load` (worker defaults when unset). */
+  promptCacheEntries?: number;
+  promptCacheGb?: number;
   /** Extra environment for the worker. */
   env?: Record<string, string | undefined>;
-  /** Requests allowed to wait behind the running one (default 32); more get EngineOverloadedError. */
+  /** Requests allowed to wait behind the running ones (default 32); more get EngineOverloadedError. */
   queueLimit?: number;
   /** Longest wait in the queue before EngineOverloadedError (default 300 s). */
   queueTimeoutMs?: number;

@@ -1,10 +1,8 @@
 /**
  * InferenceEngine backed by the Python MLX worker: a FIFO queue in front of one
- * worker process, restarted when it dies or hangs.
+ * worker process (which may run several generations at once), restarted when it dies or hangs.
  */
 
-import { existsSync } from "node:fs";
-import { basename, resolve } from "node:path";
 import { EngineError, EngineOverloadedError, EngineTimeoutError } from "../engine/errors";
 import type {
   EngineEvent,
@@ -12,25 +10,21 @@ import type {
   EngineStats,
   GenerateRequest,
   InferenceEngine,
-  MlxMemory,
   ModelInfo,
   PromptInput,
 } from "../engine/types";
 import { GenerationJob, generatePayload, toEngineEvent } from "./generation-job";
-import {
-  type BridgeLogger,
-  type LoadedMessage,
-  type WorkerMemory,
-  type WorkerMessage,
-  engineErrorFromReply,
-  stderrLogger,
-} from "./protocol";
+import { type BridgeLogger, type LoadedMessage, type WorkerMessage, engineErrorFromReply, stderrLogger } from "./protocol";
 import { DEFAULTS, MAX_BACKOFF_MS, type MlxEngineOptions } from "./mlx-engine-options";
+import { type WorkerCapabilities, capabilitiesOf, loadFields, modelInfoOf, promptFields, statsOf, type WorkerStatsView } from "./worker-info";
 import { WorkerProcess } from "./worker-process";
 
 export type { MlxEngineOptions } from "./mlx-engine-options";
 
-/** The MLX bridge. One generation at a time; count_tokens and stats may run alongside. */
+/**
+ * The MLX bridge. As many generations at once as the worker's max_concurrency (usually one),
+ * the rest wait in a FIFO queue; count_tokens and stats may run alongside.
+ */
 export class MlxEngine implements InferenceEngine {
   private readonly log: BridgeLogger;
   private worker: WorkerProcess | null = null;
@@ -41,7 +35,8 @@ export class MlxEngine implements InferenceEngine {
   private stopped = true;
   private info: ModelInfo | null = null;
   private readonly queue: GenerationJob[] = [];
-  private running: GenerationJob | null = null;
+  private readonly running = new Set<GenerationJob>();
+  private caps: WorkerCapabilities = capabilitiesOf({} as LoadedMessage);
   private launches = 0;
   private restarts = 0;
   /** Consecutive crashes and failed launches; drives the restart backoff. */
@@ -67,6 +62,11 @@ export class MlxEngine implements InferenceEngine {
 
   state(): EngineState {
     return this.current;
+  }
+
+  /** What the loaded worker reported: concurrency, tool calling, thinking. */
+  capabilities(): WorkerCapabilities {
+    return { ...this.caps };
   }
 
   async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<EngineEvent> {
@@ -99,40 +99,44 @@ export class MlxEngine implements InferenceEngine {
   async clearCache(): Promise<void> {
     if (!this.worker?.alive) return;
     // The worker answers clear_cache only after a running generation; its idle timer guards that wait.
-    await this.command("clear_cache", {}, this.running ? undefined : this.commandTimeout());
+    await this.command("clear_cache", {}, this.running.size ? undefined : this.commandTimeout());
+  }
+
+  /** Trims ("trim") or empties ("drop") the worker's prompt-prefix cache; a no-op without a worker. */
+  async relieveMemory(level: "trim" | "drop"): Promise<void> {
+    if (!this.worker?.alive) return;
+    await this.command("cache_relieve", { level }, this.commandTimeout());
   }
 
   async stats(): Promise<EngineStats> {
     const w = this.worker?.alive ? this.worker : null;
-    let mlx: MlxMemory | null = null;
-    let rss: number | null = null;
+    let view: WorkerStatsView | null = null;
     if (w) {
       try {
-        const reply = await w.request("stats", {}, Math.min(this.commandTimeout(), 5000));
-        const m = (reply.memory ?? {}) as WorkerMemory;
-        mlx = { activeGb: m.active_gb ?? 0, cacheGb: m.cache_gb ?? 0, peakGb: m.peak_gb ?? 0 };
-        rss = typeof m.rss_gb === "number" ? m.rss_gb : null;
+        view = statsOf(await w.request("stats", {}, Math.min(this.commandTimeout(), 5000)));
       } catch (err) {
         this.log.debug?.("stats from worker failed", { error: String(err) });
       }
     }
-    return {
+    const stats: EngineStats = {
       state: this.current,
       model: this.info,
       queued: this.queue.length,
-      running: this.running ? 1 : 0,
-      mlx,
-      workerRssGb: rss,
+      running: this.running.size,
+      mlx: view?.mlx ?? null,
+      workerRssGb: view?.rssGb ?? null,
       workerPid: w?.alive ? w.pid : null,
       restarts: this.restarts,
     };
+    if (view?.promptCache) stats.promptCache = view.promptCache;
+    return stats;
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.current = "stopped";
     for (const job of this.queue.splice(0)) this.finishQueued(job, new EngineError("engine stopped"));
-    if (this.running) this.sendCancel(this.running);
+    for (const job of this.running) this.sendCancel(job);
     await this.launching?.catch(() => {});
     const w = this.worker;
     this.worker = null;
@@ -161,19 +165,21 @@ export class MlxEngine implements InferenceEngine {
     return job;
   }
 
-  /** Starts the next queued job when the worker is free, (re)starting the worker if needed. */
+  /** Starts queued jobs while the worker has free slots, (re)starting the worker if needed. */
   private pump(): void {
-    if (this.running || this.queue.length === 0 || this.stopped) return;
+    if (this.queue.length === 0 || this.stopped) return;
     const w = this.worker;
     if (!w?.alive) {
+      if (this.running.size) return; // the dying worker's jobs fail first; its close handler restarts
       this.ensureWorker().then(
         () => this.pump(),
         () => {}, // launch() already failed the queue
       );
       return;
     }
-    const job = this.queue.shift() as GenerationJob;
-    this.dispatch(job, w);
+    while (this.running.size < this.caps.maxConcurrency && this.queue.length > 0) {
+      this.dispatch(this.queue.shift() as GenerationJob, w);
+    }
   }
 
   private dispatch(job: GenerationJob, w: WorkerProcess): void {
@@ -181,7 +187,7 @@ export class MlxEngine implements InferenceEngine {
     job.state = "running";
     job.startedAt = performance.now();
     job.worker = w;
-    this.running = job;
+    this.running.add(job);
     try {
       job.workerId = w.send("generate", generatePayload(job.req), {
         onMessage: (msg) => this.onJobMessage(job, msg),
@@ -232,7 +238,7 @@ export class MlxEngine implements InferenceEngine {
     clearTimeout(job.idleTimer);
     if (job.workerId) job.worker?.forget(job.workerId);
     job.end(error);
-    if (this.running === job) this.running = null;
+    this.running.delete(job);
     if (!error) {
       const ms = performance.now() - job.startedAt;
       this.avgGenerationMs = 0.8 * this.avgGenerationMs + 0.2 * ms;
@@ -273,7 +279,7 @@ export class MlxEngine implements InferenceEngine {
   }
 
   private retryAfter(): number {
-    const secs = Math.ceil(((this.queue.length + 1) * this.avgGenerationMs) / 1000);
+    const secs = Math.ceil(((this.queue.length + 1) * this.avgGenerationMs) / this.caps.maxConcurrency / 1000);
     return Math.min(60, Math.max(1, secs));
   }
 
@@ -328,19 +334,20 @@ export class MlxEngine implements InferenceEngine {
       });
       const loaded = (await w.request(
         "load",
-        { model: this.opts.model, cache_limit_gb: this.opts.cacheLimitGb },
+        loadFields(this.opts),
         this.opts.loadTimeoutMs ?? DEFAULTS.loadTimeoutMs,
       )) as LoadedMessage;
       if (this.stopped) throw new EngineError("engine stopped");
       if (typeof loaded.context_length !== "number") {
         throw new EngineError("worker's loaded reply has no context_length");
       }
-      this.info = this.modelInfo(loaded);
+      this.info = modelInfoOf(loaded, this.opts);
+      this.caps = capabilitiesOf(loaded);
       this.worker = w;
       this.current = "ready";
       const worker = w;
       void worker.closed.then(() => this.onWorkerClosed(worker));
-      this.log.info("model worker ready", { pid: w.pid, model: this.info.id, restart: isRestart });
+      this.log.info("model worker ready", { pid: w.pid, model: this.info.id, restart: isRestart, ...this.caps });
       queueMicrotask(() => this.pump());
       return w;
     } catch (err) {
@@ -365,17 +372,6 @@ export class MlxEngine implements InferenceEngine {
     this.ensureWorker().catch(() => {});
   }
 
-  private modelInfo(loaded: LoadedMessage): ModelInfo {
-    const m = this.opts.model;
-    return {
-      id: this.opts.modelId ?? (existsSync(m) ? basename(resolve(m)) : m),
-      path: typeof loaded.model === "string" ? loaded.model : m,
-      contextLength: loaded.context_length,
-      isDemo: this.opts.isDemo ?? false,
-      supportsVision: loaded.supports_vision === true,
-      kvBytesPerToken: typeof loaded.kv_bytes_per_token === "number" ? loaded.kv_bytes_per_token : 0,
-    };
-  }
 
   // ---- commands ----
 
@@ -389,15 +385,11 @@ export class MlxEngine implements InferenceEngine {
     try {
       return await w.request(cmd, fields, timeoutMs);
     } catch (err) {
-      if (err instanceof EngineTimeoutError && !this.running && w.alive) {
+      if (err instanceof EngineTimeoutError && this.running.size === 0 && w.alive) {
         this.log.error(`worker did not answer ${cmd}; killing it`, { pid: w.pid });
         w.kill(`no answer to ${cmd}`);
       }
       throw err;
     }
   }
-}
-
-function promptFields(input: PromptInput): Record<string, unknown> {
-  return { messages: input.messages, tools: input.tools, enable_thinking: input.enableThinking };
 }

@@ -31,6 +31,22 @@ export interface LoadedMessage extends WorkerMessage {
   vocab_size?: number;
   supports_vision?: boolean;
   kv_bytes_per_token?: number;
+  /** Generations the worker runs at once (batched); absent or 1 means one at a time. */
+  max_concurrency?: number;
+  has_tool_calling?: boolean;
+  tool_parser?: string | null;
+  has_thinking?: boolean;
+}
+
+/** The `prompt_cache` object of a `stats` reply. */
+export interface WorkerPromptCache {
+  entries?: number;
+  bytes?: number;
+  max_entries?: number;
+  max_bytes?: number;
+  hits?: number;
+  misses?: number;
+  tokens_reused?: number;
 }
 
 export interface WorkerMemory {

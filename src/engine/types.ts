@@ -94,6 +94,18 @@ export interface MlxMemory {
 
 export type EngineState = "stopped" | "starting" | "ready" | "restarting" | "failed";
 
+/** The worker's prompt-prefix cache (KV caches of recent prompts). */
+export interface PromptCacheStats {
+  entries: number;
+  bytes: number;
+  maxEntries: number;
+  maxBytes: number;
+  hits: number;
+  misses: number;
+  /** Prompt tokens served from the cache instead of recomputed, since the worker started. */
+  tokensReused: number;
+}
+
 export interface EngineStats {
   state: EngineState;
   model: ModelInfo | null;
@@ -103,6 +115,8 @@ export interface EngineStats {
   workerRssGb: number | null;
   workerPid: number | null;
   restarts: number;
+  /** Present when the engine keeps a prompt-prefix cache. */
+  promptCache?: PromptCacheStats;
 }
 
 /** The engine the HTTP layer drives. Implemented by the MLX bridge and by test fakes. */
@@ -117,5 +131,7 @@ export interface InferenceEngine {
   countTokensDetailed?(input: PromptInput): Promise<{ count: number; exact: boolean; source: string }>;
   stats(): Promise<EngineStats>;
   clearCache(): Promise<void>;
+  /** Gives memory back under pressure: "trim" shrinks reusable caches, "drop" empties them. Optional. */
+  relieveMemory?(level: "trim" | "drop"): Promise<void>;
   stop(): Promise<void>;
 }

@@ -48,8 +48,15 @@ async function eventually<T>(what: string, get: () => Promise<T> | T, check: (v:
 
 const idle = (h: Record<string, any>) => h.engine?.running === 0 && h.engine?.queued === 0;
 
-/** The engine is idle again, on the same worker, and the server logged the stream as aborted. */
-async function expectCancelled(requestId: string | null, kind: "messages stream" | "messages") {
+// The worker's own diagnostic line for a generation it stopped on `cancel` (stderr, forwarded).
+const cancelledInWorker = () => server.output().match(/\[worker\] generate id=\S+ finish=cancelled/g)?.length ?? 0;
+
+/**
+ * The worker cancelled one more generation, the engine is idle again on the same worker,
+ * the server logged a stream as aborted, and the next request is served.
+ */
+async function expectCancelled(before: number, requestId: string | null, kind: "messages stream" | "messages") {
+  await eventually("the worker to cancel the generation", cancelledInWorker, (n) => n === before + 1);
   const h = await eventually("engine idle after the client left", health, idle);
   expect(h.engine.workerPid).toBe(workerPid);
   expect(h.engine.restarts).toBe(0);
@@ -69,6 +76,7 @@ async function expectCancelled(requestId: string | null, kind: "messages stream"
 
 describe("a client that leaves cancels its generation", () => {
   test("fetch aborted after a few text deltas", async () => {
+    const before = cancelledInWorker();
     const ac = new AbortController();
     const res = await fetch(`${server.url}/v1/messages`, {
       method: "POST",
@@ -78,6 +86,7 @@ describe("a client that leaves cancels its generation", () => {
     });
     expect(res.status).toBe(200);
     const requestId = res.headers.get("request-id");
+    expect(requestId).toMatch(/^req_/);
     const events: WireEvent[] = [];
     let deltas = 0;
     try {
@@ -91,10 +100,11 @@ describe("a client that leaves cancels its generation", () => {
     expect(ac.signal.aborted).toBe(true);
     const s = checkAnthropicStream(events, { complete: false });
     expect(s.names).not.toContain("message_stop");
-    await expectCancelled(requestId, "messages stream");
+    await expectCancelled(before, requestId, "messages stream");
   });
 
   test("the SDK's stream.abort() after a few deltas", async () => {
+    const before = cancelledInWorker();
     const stream = client.messages.stream({ ...ENDLESS, messages: [{ role: "user", content: `cancel me too ${nonce()}` }] });
     let deltas = 0;
     let requestId: string | null = null;
@@ -105,10 +115,12 @@ describe("a client that leaves cancels its generation", () => {
       }
     })().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Anthropic.APIUserAbortError);
-    await expectCancelled(requestId, "messages stream");
+    expect(requestId).toMatch(/^req_/);
+    await expectCancelled(before, requestId, "messages stream");
   });
 
   test("a non-streaming request whose client leaves", async () => {
+    const before = cancelledInWorker();
     const ac = new AbortController();
     const pending = fetch(`${server.url}/v1/messages`, {
       method: "POST",
@@ -119,7 +131,7 @@ describe("a client that leaves cancels its generation", () => {
     await eventually("the generation to start", health, (h) => h.engine?.running === 1);
     ac.abort();
     expect(await pending.catch((e: Error) => e.name)).toBe("AbortError");
-    await expectCancelled(null, "messages");
+    await expectCancelled(before, null, "messages");
   });
 });
 

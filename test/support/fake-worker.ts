@@ -7,10 +7,15 @@
  *   "garbage"   started, then a non-JSON line on stdout
  *   "too_long"  error prompt_too_long (5000 > 2048);  "bad" error bad_request;  "internal" error internal
  *   "utf8"      deltas with multi-byte characters
+ *   "tool"      a delta, then a Bash tool_call (echo pensieve-tool-ok), done{tool_calls};
+ *               "tools2" two calls (one with parallel_tool_calls false)
+ *   "think"     thinking events (only with enable_thinking), then a delta
  *   anything else: a few tokens, then done.
+ * A prompt-prefix cache is simulated: a prompt whose messages but the last were seen before
+ * reports cached_tokens; `stats` carries prompt_cache and `cache_relieve` trims or drops it.
  * Start-up behaviour from env: FAKE_WORKER_START=crash|silent, FAKE_WORKER_LOAD=fail,
  * FAKE_WORKER_STUBBORN=1 (ignores shutdown, EOF and SIGTERM), FAKE_WORKER_JOURNAL=file
- * (appends every received command as a JSON line).
+ * (appends every received command as a JSON line), FAKE_WORKER_CONCURRENCY=N (max_concurrency).
  */
 
 import { appendFileSync, writeSync } from "node:fs";
@@ -21,6 +26,7 @@ type Msg = { role: string; content: string };
 const env = process.env;
 const tokenMs = Number(env.FAKE_WORKER_TOKEN_MS ?? 20);
 const stubborn = env.FAKE_WORKER_STUBBORN === "1";
+const concurrency = Math.max(1, Number(env.FAKE_WORKER_CONCURRENCY ?? 1));
 
 // Synchronous writes: nothing may be lost when the process exits right after.
 const out = (m: Record<string, unknown>) => writeSync(1, `${JSON.stringify({ v: 1, ...m })}\n`);
@@ -28,8 +34,13 @@ const log = (s: string) => writeSync(2, `${s}\n`);
 
 let hung = false;
 let loaded: string | null = null;
-let current: { id: string; cancelled: boolean } | null = null;
+type Gen = { id: string; cancelled: boolean };
+const active = new Map<string, Gen>();
 const deferred: Cmd[] = [];
+/** Prompt-prefix cache: key (all messages but the last) -> prefix tokens. */
+const cache = new Map<string, number>();
+const cacheStats = { hits: 0, misses: 0, tokens_reused: 0 };
+const CACHE_MAX = 4;
 
 log("fake worker starting");
 if (env.FAKE_WORKER_START === "crash") {
@@ -50,15 +61,24 @@ function promptTokens(messages: Msg[]): number {
   return messages.reduce((n, m) => n + String(m.content).length, 0) + 3 * messages.length;
 }
 
+const cacheBytes = () => [...cache.values()].reduce((n, t) => n + t * 4096, 0);
+const promptCache = () => ({ entries: cache.size, bytes: cacheBytes(), max_entries: CACHE_MAX, max_bytes: 2e9, ...cacheStats });
+
+function journal(cmd: Cmd): void {
+  if (!env.FAKE_WORKER_JOURNAL) return;
+  const { cmd: c, id, target, level, tool_choice, parallel_tool_calls, tools } = cmd;
+  const entry = { cmd: c, id, target, level, tool_choice, parallel_tool_calls, tools: Array.isArray(tools) ? tools.length : undefined };
+  appendFileSync(env.FAKE_WORKER_JOURNAL, `${JSON.stringify(entry)}\n`);
+}
+
 function handle(cmd: Cmd): void {
-  if (env.FAKE_WORKER_JOURNAL) {
-    appendFileSync(env.FAKE_WORKER_JOURNAL, `${JSON.stringify({ cmd: cmd.cmd, id: cmd.id, target: cmd.target })}\n`);
-  }
+  journal(cmd);
   const id = cmd.id;
   switch (cmd.cmd) {
     case "cancel": {
-      const found = current !== null && current.id === cmd.target && !current.cancelled;
-      if (found && current) current.cancelled = true;
+      const gen = active.get(String(cmd.target));
+      const found = gen !== undefined && !gen.cancelled;
+      if (found) gen.cancelled = true;
       return void out({ type: "cancelled", id, target: cmd.target, found });
     }
     case "stats":
@@ -66,13 +86,23 @@ function handle(cmd: Cmd): void {
         type: "stats",
         id,
         model: loaded,
-        generating: current?.id ?? null,
+        generating: [...active.keys()][0] ?? null,
         memory: { active_gb: 0.01, cache_gb: 0, peak_gb: 0.02, rss_gb: 0.05 },
+        prompt_cache: promptCache(),
       });
     case "count_tokens":
       return void out({ type: "count", id, input_tokens: promptTokens(cmd.messages as Msg[]) });
+    case "cache_relieve": {
+      // trim keeps the newest half, drop empties.
+      const keep = cmd.level === "trim" ? Math.floor(cache.size / 2) : 0;
+      for (const k of [...cache.keys()].slice(0, cache.size - keep)) cache.delete(k);
+      return void out({ type: "relieved", id, level: cmd.level, entries: cache.size, bytes: cacheBytes() });
+    }
   }
-  if (current) {
+  if (cmd.cmd === "generate" && loaded && active.size > 0 && active.size < concurrency && deferred.length === 0) {
+    return startGenerate(cmd);
+  }
+  if (active.size > 0) {
     deferred.push(cmd);
     return;
   }
@@ -88,6 +118,10 @@ function handle(cmd: Cmd): void {
         vocab_size: 512,
         supports_vision: false,
         kv_bytes_per_token: 4096,
+        max_concurrency: concurrency,
+        has_tool_calling: true,
+        tool_parser: "json_tools",
+        has_thinking: true,
       });
     case "clear_cache":
       return void out({ type: "cleared", id, memory: { active_gb: 0.01, cache_gb: 0, peak_gb: 0.02 } });
@@ -97,18 +131,45 @@ function handle(cmd: Cmd): void {
       return;
     case "generate":
       if (!loaded) return void out({ type: "error", id, code: "not_loaded", message: "no model" });
-      current = { id, cancelled: false };
-      void generate(cmd, current).finally(() => {
-        current = null;
-        while (!current && !hung && deferred.length) handle(deferred.shift() as Cmd);
-      });
-      return;
+      return startGenerate(cmd);
     default:
       out({ type: "error", id, code: "bad_request", message: `unknown command ${cmd.cmd}` });
   }
 }
 
-async function generate(cmd: Cmd, state: { id: string; cancelled: boolean }): Promise<void> {
+function startGenerate(cmd: Cmd): void {
+  const gen: Gen = { id: cmd.id, cancelled: false };
+  active.set(gen.id, gen);
+  void generate(cmd, gen).finally(() => {
+    active.delete(gen.id);
+    // Deferred commands run once nothing generates; deferred generates fill free slots.
+    while (!hung && deferred.length) {
+      const next = deferred[0] as Cmd;
+      const fits = next.cmd === "generate" ? active.size < concurrency : active.size === 0;
+      if (!fits) break;
+      deferred.shift();
+      if (next.cmd === "generate") startGenerate(next);
+      else handle(next);
+    }
+  });
+}
+
+/** Cached prefix tokens for this prompt, and the prompt remembered for next time. */
+function lookupCache(messages: Msg[]): number {
+  const prefix = messages.slice(0, -1);
+  const key = JSON.stringify(prefix);
+  const hit = cache.get(key);
+  if (hit !== undefined && hit > 0) {
+    cacheStats.hits++;
+    cacheStats.tokens_reused += hit;
+  } else cacheStats.misses++;
+  cache.delete(key);
+  cache.set(key, promptTokens(prefix as Msg[]));
+  while (cache.size > CACHE_MAX) cache.delete(cache.keys().next().value as string);
+  return hit ?? 0;
+}
+
+async function generate(cmd: Cmd, state: Gen): Promise<void> {
   const id = cmd.id;
   const messages = cmd.messages as Msg[];
   const what = String(messages[messages.length - 1]?.content ?? "");
@@ -119,7 +180,8 @@ async function generate(cmd: Cmd, state: { id: string; cancelled: boolean }): Pr
   }
   if (what === "bad") return void out({ type: "error", id, code: "bad_request", message: "temperature out of range" });
   if (what === "internal") return void out({ type: "error", id, code: "internal", message: "metal exploded" });
-  out({ type: "started", id, prompt_tokens: prompt, cached_tokens: 0 });
+  const cached = lookupCache(messages);
+  out({ type: "started", id, prompt_tokens: prompt, cached_tokens: cached });
   out({ type: "progress", id, processed: prompt, total: prompt });
   if (what === "hang") {
     hung = true;
@@ -130,6 +192,7 @@ async function generate(cmd: Cmd, state: { id: string; cancelled: boolean }): Pr
     writeSync(1, "this is not json\n");
     return new Promise(() => {});
   }
+  if (what === "tool" || what === "tools2" || what === "think") return toolOrThink(cmd, state, what, prompt, cached);
   const pieces = what === "utf8" ? ["h\u00e9", "llo \u{1F30D}", " \u4e16\u754c"] : null;
   const slow = what.startsWith("slow");
   const n = pieces ? pieces.length : slow ? maxTokens : Math.min(maxTokens, 5);
@@ -145,7 +208,33 @@ async function generate(cmd: Cmd, state: { id: string; cancelled: boolean }): Pr
     }
   }
   const reason = state.cancelled ? "cancelled" : emitted >= maxTokens ? "length" : "stop";
-  out({ type: "done", id, finish_reason: reason, stop_sequence: null, prompt_tokens: prompt, completion_tokens: emitted, cached_tokens: 0 });
+  out({ type: "done", id, finish_reason: reason, stop_sequence: null, prompt_tokens: prompt, completion_tokens: emitted, cached_tokens: cached });
+}
+
+let callSeq = 0;
+async function toolOrThink(cmd: Cmd, state: Gen, what: string, prompt: number, cached: number): Promise<void> {
+  const id = cmd.id;
+  const done = (finish_reason: string, completion_tokens: number): void => {
+    out({ type: "done", id, finish_reason, stop_sequence: null, prompt_tokens: prompt, completion_tokens, cached_tokens: cached });
+  };
+  await Bun.sleep(1);
+  if (state.cancelled) return done("cancelled", 0);
+  if (what === "think") {
+    if (cmd.enable_thinking === true) {
+      out({ type: "thinking", id, text: "Let me " });
+      out({ type: "thinking", id, text: "think." });
+    }
+    out({ type: "delta", id, text: "Answer." });
+    return done("stop", 6);
+  }
+  out({ type: "delta", id, text: "I will run it." });
+  const call = (command: string): void => {
+    const call_id = `toolu_fake${String(++callSeq).padStart(20, "0")}`;
+    out({ type: "tool_call", id, call_id, name: "Bash", arguments: { command, description: "Print a marker" } });
+  };
+  call("echo pensieve-tool-ok");
+  if (what === "tools2" && cmd.parallel_tool_calls !== false) call("echo second");
+  done("tool_calls", 20);
 }
 
 let buf = "";

@@ -15,11 +15,23 @@ export interface LogEntry {
   fields?: Record<string, unknown>;
 }
 
+/** One command as the fake worker received it (selected fields). */
+export interface JournalEntry {
+  cmd: string;
+  id: string;
+  target?: string;
+  level?: string;
+  tool_choice?: unknown;
+  parallel_tool_calls?: boolean;
+  /** Number of tools sent. */
+  tools?: number;
+}
+
 export interface FakeSetup {
   engine: MlxEngine;
   logs: LogEntry[];
   /** Commands the fake worker(s) received, in order. */
-  journal(): Array<{ cmd: string; id: string; target?: string }>;
+  journal(): JournalEntry[];
   cleanup(): Promise<void>;
 }
 
