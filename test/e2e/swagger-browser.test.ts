@@ -12,6 +12,7 @@ import { createApp } from "../../src/app";
 import { docsPlugin } from "../../src/docs/plugin";
 import { FakeEngine } from "../support/fake-engine";
 import { FakeMemoryMonitor } from "../support/fake-memory";
+import { REPO, startServer, type RunningServer } from "../support/server-process";
 
 const TITLE = "Pensieve docs test";
 const ROUTES = ["/v1/messages", "/v1/models/{id}", "/health"];
@@ -224,6 +225,7 @@ describe("/swagger in headless Chromium, offline", () => {
   let chromium: Awaited<ReturnType<typeof launchChromium>> | undefined;
   let cdp: Cdp | undefined;
   const servers: Server[] = [];
+  let binaryServer: RunningServer | undefined;
   const profile = mkdtempSync(join(tmpdir(), "pensieve-chromium-"));
 
   beforeAll(async () => {
@@ -232,6 +234,7 @@ describe("/swagger in headless Chromium, offline", () => {
   }, 90_000);
 
   afterAll(async () => {
+    await binaryServer?.stop();
     if (chromium) {
       // Browser.close lets Chromium take its helper processes down with it; the kill
       // (by pid) is the fallback.
@@ -268,4 +271,28 @@ describe("/swagger in headless Chromium, offline", () => {
     expect([...new Set(r.paths)].sort()).toEqual([...documented].sort());
     expect(r.models).toContain("MessagesRequest");
   }, 120_000);
+
+  test("the compiled binary serves /swagger and its assets from inside itself", async () => {
+    const bin = join(REPO, "dist", "pensieve");
+    if (!existsSync(bin)) {
+      const build = Bun.spawnSync([process.execPath, "run", "build"], { cwd: REPO });
+      if (build.exitCode !== 0) throw new Error(`bun run build failed:\n${build.stderr.toString()}`);
+    }
+    // An unreachable upstream: the server still starts and serves its docs, with no model to load.
+    const cwd = mkdtempSync(join(tmpdir(), "pensieve-swagger-cwd-"));
+    try {
+      binaryServer = await startServer({ command: [bin], cwd, args: ["--backend", "openai", "--upstream", "http://127.0.0.1:9/v1"] });
+      await expectHtmlNamesNoHost(binaryServer.url);
+      const spec = (await (await fetch(`${binaryServer.url}/swagger/json`)).json()) as { paths: Record<string, object> };
+      const documented = Object.keys(spec.paths);
+      expect(documented).toContain("/v1/messages");
+      const r = await renderOffline(cdp!, binaryServer.url, documented);
+      expectServedOffline(r, binaryServer.url);
+      expect([...new Set(r.paths)].sort()).toEqual([...documented].sort());
+      expect(r.models).toContain("MessagesRequest");
+    } finally {
+      await binaryServer?.stop();
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

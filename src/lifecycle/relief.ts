@@ -1,0 +1,84 @@
+/**
+ * Memory relief: the prompt-prefix cache is the first thing given up under memory pressure.
+ * Trimmed on entering Caution, dropped on entering Warning or worse, before the gate refuses
+ * anything (it refuses from Critical). Once per episode; again after the level improves.
+ */
+import type { InferenceEngine } from "../engine/types";
+import type { Logger } from "../log";
+import type { MemoryMonitor, MemoryStatus } from "../memory/types";
+
+export type ReliefLevel = "none" | "trim" | "drop";
+
+const RANK: Record<ReliefLevel, number> = { none: 0, trim: 1, drop: 2 };
+
+/** What a memory level asks of the caches. */
+export function reliefFor(status: MemoryStatus): ReliefLevel {
+  if (status === "safe") return "none";
+  return status === "caution" ? "trim" : "drop";
+}
+
+export interface MemoryReliefOptions {
+  monitor: Pick<MemoryMonitor, "checkStatus">;
+  engine: Pick<InferenceEngine, "relieveMemory">;
+  log?: Pick<Logger, "info" | "warn">;
+  /** How often the monitor's last status is read (default 250 ms, about its sampling period). */
+  intervalMs?: number;
+}
+
+export interface MemoryRelief {
+  /** Reads the status once and relieves if it got worse; resolves when the engine has answered. */
+  check(): Promise<void>;
+  /** Polls on an unref'd timer. A no-op when the engine cannot relieve memory. */
+  start(): void;
+  stop(): void;
+  /** The relief applied for the current episode. */
+  applied(): ReliefLevel;
+}
+
+export function createMemoryRelief(opts: MemoryReliefOptions): MemoryRelief {
+  let applied: ReliefLevel = "none";
+  let busy: Promise<void> | null = null;
+  let timer: ReturnType<typeof setInterval> | null = null;
+
+  const run = async (): Promise<void> => {
+    const status = opts.monitor.checkStatus();
+    const wanted = reliefFor(status);
+    if (RANK[wanted] <= RANK[applied]) {
+      // Improved (or unchanged): remember the lower level so a new worsening acts again.
+      applied = wanted;
+      return;
+    }
+    if (wanted === "none" || !opts.engine.relieveMemory) return;
+    // Marked before the call: a failing engine is not retried every tick of the same episode.
+    applied = wanted;
+    try {
+      await opts.engine.relieveMemory(wanted);
+      opts.log?.info(`memory ${status}: prompt cache ${wanted === "trim" ? "trimmed" : "dropped"}`);
+    } catch (err) {
+      opts.log?.warn("memory relief failed", { level: wanted, error: String(err) });
+    }
+  };
+
+  const relief: MemoryRelief = {
+    check() {
+      // Never overlap: a check during a relief call waits for it, then reads the status afresh.
+      const next = (busy ?? Promise.resolve()).then(run);
+      busy = next.finally(() => {
+        if (busy === next) busy = null;
+      });
+      return next;
+    },
+    start() {
+      if (timer || !opts.engine.relieveMemory) return;
+      timer = setInterval(() => void relief.check(), opts.intervalMs ?? 250);
+      // Like the sampler, relief must never keep the process alive on its own.
+      timer.unref?.();
+    },
+    stop() {
+      if (timer) clearInterval(timer);
+      timer = null;
+    },
+    applied: () => applied,
+  };
+  return relief;
+}
