@@ -152,7 +152,8 @@ def is_complete(outdir: Path) -> bool:
         info = json.loads(marker.read_text())
     except (OSError, ValueError):
         return False
-    return info.get("generator_version") == GENERATOR_VERSION and all(
+    # "kind" marks other fixture models (make_tool_model.py) written the same way.
+    return info.get("generator_version") == GENERATOR_VERSION and "kind" not in info and all(
         (outdir / f).is_file() for f in FILES
     )
 
@@ -170,7 +171,8 @@ def _write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def build_tokenizer():
+def build_tokenizer(extra_tokens: tuple = ()):
+    """The BPE tokenizer; extra_tokens become plain added tokens (one id each)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from tokenizers import AddedToken
 
@@ -184,16 +186,17 @@ def build_tokenizer():
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
-    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in ADDED_TOKENS])
+    tok.add_tokens([AddedToken(t, normalized=False, special=False)
+                    for t in (*ADDED_TOKENS, *extra_tokens)])
     return tok
 
 
-def build_weights(vocab_size: int) -> dict:
+def build_weights(vocab_size: int, config: dict = CONFIG) -> dict:
     import numpy as np
     from mlx_lm.models.qwen2 import Model, ModelArgs
     from mlx.utils import tree_flatten
 
-    cfg = dict(CONFIG, vocab_size=vocab_size)
+    cfg = dict(config, vocab_size=vocab_size)
     model = Model(ModelArgs.from_dict(cfg))
     rng = np.random.default_rng(SEED)
     weights = {}
@@ -211,15 +214,23 @@ def make(outdir: Path) -> bool:
     """Write the model into outdir; return False when it was already there."""
     if is_complete(outdir):
         return False
+    tok = build_tokenizer()
+    write_model(outdir, tok, build_weights(tok.get_vocab_size()), CONFIG, {
+        "generator_version": GENERATOR_VERSION,
+        "demo": True,
+        "note": "random weights: the text this model writes is gibberish",
+    })
+    return True
+
+
+def write_model(outdir: Path, tok, weights: dict, config: dict, marker: dict) -> None:
+    """Writes weights, tokenizer and configs, then the marker (last: it means complete)."""
     outdir.mkdir(parents=True, exist_ok=True)
     import mlx.core as mx
 
-    tok = build_tokenizer()
     vocab_size = tok.get_vocab_size()
     eos_id = tok.token_to_id("<|im_end|>")
     pad_id = tok.token_to_id("<|endoftext|>")
-
-    weights = build_weights(vocab_size)
     fd, tmp = tempfile.mkstemp(dir=outdir, prefix=".model.", suffix=".safetensors")
     os.close(fd)
     mx.save_safetensors(tmp, {k: mx.array(v) for k, v in weights.items()}, {"format": "mlx"})
@@ -227,7 +238,7 @@ def make(outdir: Path) -> bool:
     os.replace(tmp, outdir / "model.safetensors")
 
     _write_bytes(outdir / "tokenizer.json", tok.to_str(pretty=True).encode())
-    _write_json(outdir / "config.json", dict(CONFIG, vocab_size=vocab_size,
+    _write_json(outdir / "config.json", dict(config, vocab_size=vocab_size,
                                              eos_token_id=eos_id, bos_token_id=None))
     _write_json(outdir / "generation_config.json",
                 {"eos_token_id": [eos_id, pad_id], "pad_token_id": pad_id, "do_sample": True})
@@ -245,12 +256,7 @@ def make(outdir: Path) -> bool:
         "chat_template": CHAT_TEMPLATE,
     })
     # The marker goes last: its presence means every other file is complete.
-    _write_json(outdir / MARKER, {
-        "generator_version": GENERATOR_VERSION,
-        "demo": True,
-        "note": "random weights: the text this model writes is gibberish",
-    })
-    return True
+    _write_json(outdir / MARKER, marker)
 
 
 def main(argv: list[str]) -> int:

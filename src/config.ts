@@ -24,6 +24,8 @@ export interface ServeConfig {
   home: string;
   logDir: string;
   cacheLimitGb: number;
+  promptCacheEntries: number;
+  promptCacheGb: number;
   queueLimit: number;
   queueTimeoutMs: number;
   requestTimeoutMs: number;
@@ -57,6 +59,8 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "home", flag: "--home", env: "PENSIEVE_HOME", kind: "string", def: PENSIEVE_HOME, help: "state directory (demo model, setup venv, logs)" },
   { key: "logDir", flag: "--log-dir", env: "PENSIEVE_LOG_DIR", kind: "string", def: join(PENSIEVE_HOME, "logs"), help: "where emergency logs are written" },
   { key: "cacheLimitGb", flag: "--cache-limit-gb", env: "PENSIEVE_CACHE_LIMIT_GB", kind: "number", def: 5, help: "MLX buffer cache limit in the worker" },
+  { key: "promptCacheEntries", flag: "--prompt-cache-entries", env: "PENSIEVE_PROMPT_CACHE_ENTRIES", kind: "int", def: 4, help: "prompt KV caches kept for prefix reuse (0 disables)" },
+  { key: "promptCacheGb", flag: "--prompt-cache-gb", env: "PENSIEVE_PROMPT_CACHE_GB", kind: "number", def: 2, help: "bytes the prompt caches may hold, in GB" },
   { key: "queueLimit", flag: "--queue-limit", env: "PENSIEVE_QUEUE_LIMIT", kind: "int", def: 8, help: "waiting requests before 529 overloaded" },
   { key: "queueTimeoutMs", flag: "--queue-timeout-ms", env: "PENSIEVE_QUEUE_TIMEOUT_MS", kind: "int", def: 300_000, help: "longest a request may wait in the queue before 529" },
   { key: "requestTimeoutMs", flag: "--request-timeout-ms", env: "PENSIEVE_REQUEST_TIMEOUT_MS", kind: "int", def: 600_000, help: "longest the worker may stay silent during a generation" },

@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import type { ChatMessage, ToolSpec } from "../../src/engine/types";
-import { drain, stopProc } from "./util";
+import { chunks, drain, stopProc, track } from "./util";
 
 export interface RunTiming {
   ttftMs: number;
@@ -32,7 +32,7 @@ interface SseBlock {
 async function* sseBlocks(body: ReadableStream<Uint8Array>): AsyncGenerator<SseBlock> {
   const dec = new TextDecoder();
   let buf = "";
-  for await (const chunk of body) {
+  for await (const chunk of chunks(body)) {
     buf += dec.decode(chunk, { stream: true });
     const at = performance.now();
     for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
@@ -80,7 +80,8 @@ export async function anthropicStream(baseUrl: string, body: Record<string, unkn
     ttftMs: first - t0,
     decodeMs: end - first,
     totalMs: end - t0,
-    inputTokens: usage.input_tokens ?? Number.NaN,
+    // Anthropic counts reused and newly cached prompt tokens apart from input_tokens.
+    inputTokens: (usage.input_tokens ?? Number.NaN) + (usage.cache_read_input_tokens ?? 0) + (usage.cache_creation_input_tokens ?? 0),
     outputTokens: usage.output_tokens ?? Number.NaN,
     cachedTokens: usage.cache_read_input_tokens ?? 0,
     text,
@@ -145,11 +146,11 @@ export class EngineBaseline {
   }
 
   async start(): Promise<void> {
-    this.proc = Bun.spawn([this.python, join(import.meta.dir, "..", "engine_baseline.py"), this.modelDir], {
+    this.proc = track(Bun.spawn([this.python, join(import.meta.dir, "..", "engine_baseline.py"), this.modelDir], {
       stdin: "pipe",
       stdout: "pipe",
       stderr: "pipe",
-    });
+    }));
     this.stderr = drain(this.proc.stderr);
     this.lines = lineReader(this.proc.stdout);
     const ready = await this.next();
@@ -186,10 +187,73 @@ export class EngineBaseline {
   }
 }
 
+/**
+ * Diagnostic contender: Pensieve's own worker (python_bridge/mlx_inference.py) driven over its
+ * JSON-lines protocol with no Bun server and no HTTP, to split the overhead between the two.
+ */
+export class WorkerDirect {
+  private proc: Bun.Subprocess<"pipe", "pipe", "pipe"> | null = null;
+  private lines: AsyncIterator<string> | null = null;
+  private stderr: () => string = () => "";
+  private seq = 0;
+
+  constructor(
+    private readonly python: string,
+    private readonly script: string,
+    private readonly modelDir: string,
+  ) {}
+
+  private async next(): Promise<Record<string, any>> {
+    const r = await this.lines!.next();
+    if (r.done) throw new Error(`worker exited: ${this.stderr().slice(-2000)}`);
+    return JSON.parse(r.value);
+  }
+
+  async start(): Promise<void> {
+    this.proc = track(Bun.spawn([this.python, this.script, "--model", this.modelDir], { stdin: "pipe", stdout: "pipe", stderr: "pipe" }));
+    this.stderr = drain(this.proc.stderr);
+    this.lines = lineReader(this.proc.stdout);
+    for (;;) {
+      const m = await this.next();
+      if (m.type === "loaded") return;
+      if (m.type === "error") throw new Error(`worker load failed: ${JSON.stringify(m)}`);
+    }
+  }
+
+  async generate(messages: ChatMessage[], tools: ToolSpec[] | undefined, maxTokens: number): Promise<RunTiming> {
+    const id = `b${++this.seq}`;
+    const t0 = performance.now();
+    this.proc!.stdin.write(`${JSON.stringify({ v: 1, id, cmd: "generate", messages, ...(tools ? { tools } : {}), max_tokens: maxTokens, temperature: 0 })}\n`);
+    await this.proc!.stdin.flush();
+    let first = Number.NaN;
+    let text = "";
+    let prompt = Number.NaN;
+    for (;;) {
+      const m = await this.next();
+      if (m.id !== id) continue;
+      if (m.type === "started") prompt = m.prompt_tokens;
+      else if (m.type === "delta" && m.text) {
+        if (Number.isNaN(first)) first = performance.now();
+        text += m.text;
+      } else if (m.type === "done") {
+        const end = performance.now();
+        return { ttftMs: first - t0, decodeMs: end - first, totalMs: end - t0, inputTokens: prompt, outputTokens: m.completion_tokens, cachedTokens: m.cached_tokens ?? 0, text, stop: m.finish_reason };
+      } else if (m.type === "error") throw new Error(`worker error: ${JSON.stringify(m)}`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.proc) return;
+    this.proc.stdin.end();
+    await stopProc(this.proc);
+    this.proc = null;
+  }
+}
+
 async function* lineReader(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   const dec = new TextDecoder();
   let buf = "";
-  for await (const chunk of stream) {
+  for await (const chunk of chunks(stream)) {
     buf += dec.decode(chunk, { stream: true });
     for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
       const line = buf.slice(0, i);

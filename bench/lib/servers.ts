@@ -3,7 +3,7 @@
  * `python -m mlx_lm.server`. Loopback only, ephemeral ports, stopped by pid.
  */
 import { startServer, type RunningServer } from "../../test/support/server-process";
-import { drain, freePort, stopProc, waitHttp } from "./util";
+import { drain, freePort, stopProc, track, waitHttp } from "./util";
 
 export const TOKEN = "pensieve-bench-token";
 
@@ -22,6 +22,7 @@ export async function startPensieve(modelDir: string, opts: { command?: string[]
     args: ["--model", modelDir, "--token", TOKEN, ...(opts.extraArgs ?? [])],
     timeoutMs: 180_000,
   });
+  track(server.proc);
   const health = async () => {
     const res = await fetch(`${server.url}/health`);
     return (await res.json()) as Record<string, any>;
@@ -57,11 +58,11 @@ export interface Peer {
 /** `python -m mlx_lm.server --model DIR --port FREE` on 127.0.0.1 (it cannot take port 0 and report it). */
 export async function startPeer(python: string, modelDir: string): Promise<Peer> {
   const port = freePort();
-  const proc = Bun.spawn([python, "-m", "mlx_lm.server", "--model", modelDir, "--host", "127.0.0.1", "--port", String(port), "--log-level", "WARNING"], {
+  const proc = track(Bun.spawn([python, "-m", "mlx_lm.server", "--model", modelDir, "--host", "127.0.0.1", "--port", String(port), "--log-level", "WARNING"], {
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
-  });
+  }));
   const out = drain(proc.stdout);
   const err = drain(proc.stderr);
   const url = `http://127.0.0.1:${port}`;

@@ -47,7 +47,7 @@ export function freePort(): number {
 }
 
 /** Stop a child by its pid: SIGTERM, then SIGKILL after `graceMs`. Resolves with the exit code. */
-export async function stopProc(proc: { pid: number; exitCode: number | null; signalCode?: string | null; kill(sig?: number | NodeJS.Signals): void; exited: Promise<number> }, graceMs = 5000): Promise<number> {
+export async function stopProc(proc: { pid: number; exitCode: number | null; signalCode?: unknown; kill(sig?: number | NodeJS.Signals): void; exited: Promise<number> }, graceMs = 5000): Promise<number> {
   if (proc.exitCode === null && !proc.signalCode) {
     proc.kill("SIGTERM");
     const t = setTimeout(() => {
@@ -86,7 +86,7 @@ export function drain(stream: ReadableStream<Uint8Array> | null | undefined, kee
   if (stream) {
     void (async () => {
       const dec = new TextDecoder();
-      for await (const chunk of stream) {
+      for await (const chunk of chunks(stream)) {
         buf += dec.decode(chunk, { stream: true });
         if (buf.length > keep * 2) buf = buf.slice(-keep);
       }
@@ -104,4 +104,35 @@ export async function timeEach(n: number, fn: (i: number) => Promise<unknown>): 
     out.push(performance.now() - t);
   }
   return out;
+}
+
+type Killable = { pid: number; kill(sig?: number | NodeJS.Signals): void };
+const live = new Set<Killable>();
+
+/** Remember a child so that Ctrl-C on the bench stops it (by its pid) too. */
+export function track<T extends Killable & { exited: Promise<number> }>(proc: T): T {
+  live.add(proc);
+  void proc.exited.finally(() => live.delete(proc));
+  return proc;
+}
+
+/** SIGTERM every tracked child that is still running. */
+export function killTracked(): void {
+  for (const p of live) {
+    try {
+      p.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Iterate a byte stream chunk by chunk (a reader loop; the DOM typings lack async iteration). */
+export async function* chunks(stream: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const reader = stream.getReader();
+  try {
+    for (let r = await reader.read(); !r.done; r = await reader.read()) yield r.value;
+  } finally {
+    reader.releaseLock();
+  }
 }

@@ -60,6 +60,24 @@ export function errorEvent(type: AnthropicErrorType, message: string, requestId:
 
 export const pingEvent = (): SseEvent => ({ event: "ping", data: { type: "ping" } });
 
+/** Characters per input_json_delta; Anthropic streams a call's input in pieces, and clients join them. */
+export const JSON_FRAGMENT_CHARS = 48;
+
+/** Splits serialized tool input into input_json_delta pieces, never inside a UTF-16 surrogate pair. */
+export function jsonFragments(json: string, size = JSON_FRAGMENT_CHARS): string[] {
+  const parts: string[] = [];
+  let at = 0;
+  while (at < json.length) {
+    let end = Math.min(json.length, at + size);
+    const code = json.charCodeAt(end - 1);
+    // A high surrogate at the cut would leave each half an invalid string for non-JS clients.
+    if (end < json.length && code >= 0xd800 && code <= 0xdbff) end++;
+    parts.push(json.slice(at, end));
+    at = end;
+  }
+  return parts.length ? parts : ["{}"];
+}
+
 type OpenBlock = { kind: "text" } | { kind: "thinking"; text: string };
 
 /** Stateful, synchronous converter; feed it engine events in order. */
@@ -160,7 +178,8 @@ export class StreamConverter {
       event: "content_block_start",
       data: { type: "content_block_start", index: this.index, content_block: { type: "tool_use", id: ev.id, name: ev.name, input: {} } },
     });
-    out.push(this.delta({ type: "input_json_delta", partial_json: JSON.stringify(ev.arguments ?? {}) }));
+    for (const part of jsonFragments(JSON.stringify(ev.arguments ?? {})))
+      out.push(this.delta({ type: "input_json_delta", partial_json: part }));
     out.push({ event: "content_block_stop", data: { type: "content_block_stop", index: this.index } });
   }
 

@@ -5,6 +5,7 @@ import { MlxEngine } from "../bridge/mlx-engine";
 import type { ServeConfig } from "../config";
 import type { InferenceEngine, ModelInfo } from "../engine/types";
 import { setupMemorySafety } from "../lifecycle/memory-safety";
+import { createMemoryRelief } from "../lifecycle/relief";
 import { createLogger, type Logger } from "../log";
 import { createMemoryMonitor } from "../memory/monitor";
 import { createUpstreamEngine, splitUpstream } from "../upstream";
@@ -38,6 +39,8 @@ async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<MlxEngine>
     ...(isDemo ? { modelId: DEMO_MODEL_ID } : {}),
     isDemo,
     cacheLimitGb: cfg.cacheLimitGb,
+    promptCacheEntries: cfg.promptCacheEntries,
+    promptCacheGb: cfg.promptCacheGb,
     queueLimit: cfg.queueLimit,
     queueTimeoutMs: cfg.queueTimeoutMs,
     requestTimeoutMs: cfg.requestTimeoutMs,
@@ -105,6 +108,10 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     log.warn("upstream not reachable at start; serving 503 until it is", { error: String(err) });
   }
 
+  // Issue 5 (agent helper): prompt caches are given up first under memory pressure.
+  const relief = createMemoryRelief({ monitor, engine, log });
+  relief.start();
+
   const app = createApp({
     engine,
     memory: monitor,
@@ -146,6 +153,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     safety.state.stopAccepting(signal);
     server?.stop(false);
     monitor.stop();
+    relief.stop();
     kvPoller?.stop();
     await engine.stop().catch((e) => log.warn("engine stop failed", { error: String(e) }));
     process.exit(0);

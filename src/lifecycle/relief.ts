@@ -37,7 +37,7 @@ export interface MemoryRelief {
 
 export function createMemoryRelief(opts: MemoryReliefOptions): MemoryRelief {
   let applied: ReliefLevel = "none";
-  let busy: Promise<void> | null = null;
+  let chain: Promise<void> = Promise.resolve();
   let timer: ReturnType<typeof setInterval> | null = null;
 
   const run = async (): Promise<void> => {
@@ -62,10 +62,8 @@ export function createMemoryRelief(opts: MemoryReliefOptions): MemoryRelief {
   const relief: MemoryRelief = {
     check() {
       // Never overlap: a check during a relief call waits for it, then reads the status afresh.
-      const next = (busy ?? Promise.resolve()).then(run);
-      busy = next.finally(() => {
-        if (busy === next) busy = null;
-      });
+      const next = chain.then(run);
+      chain = next.catch(() => {});
       return next;
     },
     start() {

@@ -117,6 +117,25 @@ describe("MlxEngine with the real worker", () => {
     await engine.clearCache();
   });
 
+  test("a repeated prefix is served from the prompt cache; relieveMemory trims and drops it", async () => {
+    const sys = "You are terse. ".repeat(40);
+    const turn = (content: string) => req(content, { messages: [{ role: "system", content: sys }, { role: "user", content }] });
+    await collect(engine.generate(turn("first question")));
+    const second = await collect(engine.generate(turn("second question")));
+    const started = second.events[0] as Extract<EngineEvent, { type: "started" }>;
+    expect(started.cachedTokens).toBeGreaterThan(100);
+    expect(second.events.at(-1)).toMatchObject({ type: "done", cachedTokens: started.cachedTokens });
+    const cache = (await engine.stats()).promptCache;
+    if (!cache) throw new Error("no promptCache in stats");
+    expect(cache.entries).toBeGreaterThanOrEqual(1);
+    expect(cache.hits).toBeGreaterThanOrEqual(1);
+    expect(cache.tokensReused).toBeGreaterThanOrEqual(started.cachedTokens);
+    await engine.relieveMemory("trim");
+    expect((await engine.stats()).promptCache?.bytes).toBeLessThanOrEqual(cache.bytes / 2);
+    await engine.relieveMemory("drop");
+    expect((await engine.stats()).promptCache).toMatchObject({ entries: 0, bytes: 0 });
+  });
+
   test("aborting a running generation cancels it in the worker", async () => {
     const ac = new AbortController();
     const events: EngineEvent[] = [];

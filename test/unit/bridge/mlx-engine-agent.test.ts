@@ -2,6 +2,8 @@
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { toEngineEvent } from "../../../src/bridge/generation-job";
 import { EngineOverloadedError } from "../../../src/engine/errors";
+import { createMemoryRelief } from "../../../src/lifecycle/relief";
+import { FakeMemoryMonitor } from "../../support/fake-memory";
 import type { EngineEvent, ToolSpec } from "../../../src/engine/types";
 import { type FakeSetup, collect, fakeEngine, req, types, until } from "./helpers";
 
@@ -124,6 +126,24 @@ describe("prompt-prefix cache", () => {
     await engine.relieveMemory("drop");
     expect((await engine.stats()).promptCache?.entries).toBe(0);
     expect(journal().filter((j) => j.cmd === "cache_relieve").map((j) => j.level)).toEqual(["trim", "drop"]);
+  });
+
+  test("eviction under a fake memory monitor: trimmed at Caution, dropped at Warning", async () => {
+    const { engine } = setup();
+    await engine.start();
+    for (const sys of ["a", "b", "c", "d"]) {
+      await collect(engine.generate(req("x", { messages: [{ role: "system", content: sys }, { role: "user", content: "x" }] })));
+    }
+    const monitor = new FakeMemoryMonitor();
+    const relief = createMemoryRelief({ monitor, engine });
+    await relief.check();
+    expect((await engine.stats()).promptCache?.entries).toBe(4);
+    monitor.set("caution", 2.5);
+    await relief.check();
+    expect((await engine.stats()).promptCache?.entries).toBe(2);
+    monitor.set("warning", 1.5);
+    await relief.check();
+    expect((await engine.stats()).promptCache?.entries).toBe(0);
   });
 
   test("relieveMemory is answered during a generation, and is a no-op without a worker", async () => {

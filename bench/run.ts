@@ -1,0 +1,174 @@
+/**
+ * `bun run bench [-- --quick]`: the benchmark suite. Writes bench/results/latest.json,
+ * latest.md (a Markdown table) and chart.svg. Every figure is a median over repeats and every
+ * comparison runs side by side in this one run, reported as a ratio.
+ *
+ * Options: --quick (smoke run: tiny model only, fewer repeats), --only=gate,engines,prefix,memory,binary,
+ * --no-build (time dist/pensieve instead of a fresh build), --prefix-100m (also run the prefix-cache
+ * figure on the ~100M model; on a CPU-only machine its first turn can take most of an hour).
+ */
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { testPython, tinyModelDir } from "../test/support/server-process";
+import { describeMachine, finishMachineInfo, machineInfo } from "./lib/machine";
+import { toJson, toMarkdown, toSvg, type Report, type Row, type SectionResult } from "./lib/report";
+import { killTracked, log } from "./lib/util";
+import { binarySection } from "./sections/binary";
+import { measureModel, startContenders, stopContenders, type ModelCase } from "./sections/engines";
+import { gateSection } from "./sections/gate";
+import { memorySection } from "./sections/memory";
+import { fixtureBody, measurePrefix } from "./sections/prefix";
+
+const REPO = join(import.meta.dir, "..");
+const RESULTS = join(import.meta.dir, "results");
+const SECTIONS = ["gate", "engines", "prefix", "memory", "binary"] as const;
+type SectionKey = (typeof SECTIONS)[number];
+
+const USAGE = `usage: bun run bench [-- --quick] [--only=${SECTIONS.join(",")}] [--no-build] [--prefix-100m]`;
+
+function parseArgs(argv: string[]) {
+  const opts = { quick: false, noBuild: false, prefix100m: false, only: new Set<SectionKey>(SECTIONS) };
+  for (const a of argv) {
+    if (a === "--quick") opts.quick = true;
+    else if (a === "--no-build") opts.noBuild = true;
+    else if (a === "--prefix-100m") opts.prefix100m = true;
+    else if (a.startsWith("--only=")) {
+      const keys = a.slice(7).split(",").filter(Boolean);
+      for (const k of keys) if (!SECTIONS.includes(k as SectionKey)) throw new Error(`unknown section '${k}'\n${USAGE}`);
+      opts.only = new Set(keys as SectionKey[]);
+    } else if (a === "--help" || a === "-h") {
+      console.log(USAGE);
+      process.exit(0);
+    } else throw new Error(`unknown option '${a}'\n${USAGE}`);
+  }
+  return opts;
+}
+
+/** The ~100M random-weight model (bench/make_bench_model.py), generated once. */
+async function benchModelDir(python: string): Promise<string> {
+  const dir = join(REPO, ".pensieve", "bench-models", "b100m");
+  const proc = Bun.spawn([python, join(import.meta.dir, "make_bench_model.py"), dir], { stdout: "pipe", stderr: "pipe" });
+  const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0) throw new Error(`make_bench_model.py failed (${code}): ${err}`);
+  log(err.trim());
+  return dir;
+}
+
+function failed(key: string, title: string, err: unknown): SectionResult {
+  const msg = err instanceof Error ? err.message.split("\n")[0]! : String(err);
+  log(`${key} FAILED: ${err instanceof Error ? err.stack : msg}`);
+  const row: Row = { figure: title, measure: "(section failed)", value: msg.slice(0, 160), reference: "", ratio: null, target: "", met: null };
+  return { key, title, data: { error: String(err) }, rows: [row], bars: [], notes: [`failed: ${msg}`] };
+}
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  const started = performance.now();
+  const python = testPython();
+  const machine = await machineInfo(python, REPO);
+  log(`machine: ${describeMachine(machine)}`);
+  if (machine.loadAvgStart > machine.cores) log(`note: load average ${machine.loadAvgStart} > ${machine.cores} cores; figures will be noisy`);
+
+  const tiny = await tinyModelDir();
+  const big = opts.quick || !(opts.only.has("engines") || opts.prefix100m) ? null : await benchModelDir(python);
+  const sections: SectionResult[] = [];
+  const run = async (key: SectionKey, title: string, fn: () => Promise<SectionResult>) => {
+    if (!opts.only.has(key)) return;
+    try {
+      sections.push(await fn());
+    } catch (e) {
+      sections.push(failed(key, title, e));
+    }
+  };
+
+  await run("gate", "1. Gate", () => gateSection({ quick: opts.quick }));
+
+  // Figures 2-4 share the contenders of each model: Pensieve, the in-process baseline, mlx_lm.server.
+  const cases: ModelCase[] = [{ label: "tiny", dir: tiny, maxTokens: opts.quick ? 128 : 256, repeats: opts.quick ? 3 : 7, promptWords: 80 }];
+  if (big) cases.push({ label: "~100M", dir: big, maxTokens: 24, repeats: 3, promptWords: 12 });
+  const engines: SectionResult = { key: "engines", title: "2-3. Overhead over the engine, and the peer", data: { models: [] as unknown[] }, rows: [], bars: [], notes: [] };
+  const prefix: SectionResult = { key: "prefix", title: "4. Prefix cache", data: { models: [] as unknown[] }, rows: [], bars: [], notes: [] };
+  let bigPrefillTps = Number.NaN;
+  for (const c of cases) {
+    const wantEngines = opts.only.has("engines");
+    const wantPrefix = opts.only.has("prefix") && (c.label === "tiny" || opts.prefix100m);
+    if (!wantEngines && !wantPrefix) continue;
+    let k: Awaited<ReturnType<typeof startContenders>> | null = null;
+    try {
+      log(`${c.label}: starting Pensieve, the in-process baseline and mlx_lm.server`);
+      k = await startContenders(python, c.dir);
+      if (wantEngines) {
+        try {
+          const r = await measureModel(c, k);
+          engines.rows.push(...r.rows);
+          engines.bars.push(...r.bars);
+          engines.notes!.push(...r.notes);
+          (engines.data as { models: unknown[] }).models.push(r.data);
+          if (c.label !== "tiny") bigPrefillTps = r.enginePrefillTps;
+        } catch (e) {
+          engines.rows.push(...failed("engines", `Overhead (${c.label})`, e).rows);
+        }
+      }
+      if (wantPrefix) {
+        try {
+          const r = await measurePrefix(c.label, k.pensieve, k.peer, c.label === "tiny" ? (opts.quick ? 2 : 5) : 1);
+          prefix.rows.push(...r.rows);
+          prefix.bars.push(...r.bars);
+          prefix.notes!.push(...r.notes);
+          (prefix.data as { models: unknown[] }).models.push(r.data);
+        } catch (e) {
+          prefix.rows.push(...failed("prefix", `Prefix cache (${c.label})`, e).rows);
+        }
+      }
+    } catch (e) {
+      engines.rows.push(...failed("engines", `${c.label} model`, e).rows);
+    } finally {
+      if (k) await stopContenders(k);
+    }
+  }
+  if (big && opts.only.has("prefix") && !opts.prefix100m) {
+    const tinyPrefix = (prefix.data as { models: { pensieve?: { turn1PromptTokens?: number } }[] }).models[0]?.pensieve?.turn1PromptTokens;
+    const tokens = tinyPrefix ?? Number.NaN;
+    const minutes = tokens / bigPrefillTps / 60;
+    prefix.notes!.push(
+      `~100M model not run by default: its first turn prefills the whole ${Number.isFinite(tokens) ? tokens : "~25k"}-token fixture, ` +
+        `about ${Number.isFinite(minutes) ? minutes.toFixed(0) : "?"} min at the ${Number.isFinite(bigPrefillTps) ? bigPrefillTps.toFixed(1) : "?"} prompt tokens/s measured on this machine (MLX CPU build). Run with --prefix-100m.`,
+    );
+  }
+  if (opts.only.has("engines")) sections.push(engines);
+  if (opts.only.has("prefix")) sections.push(prefix);
+
+  await run("memory", "5. Memory", () => memorySection(tiny, { quick: opts.quick }));
+  await run("binary", "6. The binary", () => binarySection({ quick: opts.quick, noBuild: opts.noBuild }));
+
+  finishMachineInfo(machine);
+  const report: Report = { generatedAt: new Date().toISOString(), mode: opts.quick ? "quick" : "full", durationS: (performance.now() - started) / 1000, machine, sections };
+  mkdirSync(RESULTS, { recursive: true });
+  const write = (name: string, text: string) => {
+    const path = join(RESULTS, name);
+    writeFileSync(`${path}.tmp`, text);
+    renameSync(`${path}.tmp`, path);
+  };
+  const md = toMarkdown(report);
+  write("latest.json", toJson(report));
+  write("latest.md", md);
+  write("chart.svg", toSvg(report));
+  console.log(md);
+  log(`wrote bench/results/latest.json, latest.md and chart.svg in ${Math.round(report.durationS)} s`);
+}
+
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    killTracked();
+    process.exit(130);
+  });
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    killTracked();
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(1);
+  },
+);
