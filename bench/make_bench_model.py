@@ -5,8 +5,10 @@ Usage: python3 bench/make_bench_model.py OUTDIR [--layers N] [--hidden N] [--dty
 Same tokenizer and chat template as the tiny test model (imported from
 python_bridge/make_tiny_model.py), but a qwen2 config big enough (hidden 768,
 12 layers, ~105M parameters by default) that decoding is not dominated by
-per-token overhead. The embedding rows of the end-of-turn tokens are zero, so
-greedy decoding never picks them and every run generates exactly max_tokens.
+per-token overhead. The (tied) embedding rows of special and added tokens, and
+of byte tokens that are not valid UTF-8 alone, are zero: greedy decoding never
+picks them, so every run generates exactly max_tokens of plain text that
+streams token by token (no end of turn, no held-back tool-call marker).
 Idempotent: a complete model with the same settings is left alone.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python_bridge"))
 import make_tiny_model as tiny  # noqa: E402  (tokenizer, template and file helpers)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "pensieve-bench-model.json"
 SEED = 4321
 
@@ -53,6 +55,16 @@ def is_complete(outdir: Path, args: argparse.Namespace) -> bool:
     except (OSError, ValueError):
         return False
     return info.get("settings") == settings(args) and all((outdir / f).is_file() for f in tiny.FILES)
+
+
+def unstreamable_ids(tok, vocab_size: int) -> list[int]:
+    """Special/added tokens, and tokens that do not decode to valid text on their own."""
+    marked = {tok.token_to_id(t) for t in tiny.SPECIAL_TOKENS + tiny.ADDED_TOKENS}
+    for i in range(vocab_size):
+        text = tok.decode([i], skip_special_tokens=False)
+        if not text or "\ufffd" in text:
+            marked.add(i)
+    return sorted(i for i in marked if i is not None)
 
 
 def build_weights(cfg: dict, zero_rows: list[int]) -> dict:
@@ -86,7 +98,7 @@ def make(outdir: Path, args: argparse.Namespace) -> bool:
     eos_id = tok.token_to_id("<|im_end|>")
     pad_id = tok.token_to_id("<|endoftext|>")
     cfg = config_for(args, vocab_size)
-    weights = build_weights(cfg, [eos_id, pad_id])
+    weights = build_weights(cfg, unstreamable_ids(tok, vocab_size))
     dtype = getattr(mx, args.dtype)
     n_params = sum(int(w.size) for w in weights.values())
 

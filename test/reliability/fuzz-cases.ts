@@ -20,7 +20,7 @@ export interface FuzzCase {
   path: Route;
   /** null: no content-type header. */
   contentType: string | null;
-  body: string | Uint8Array;
+  body: string | Uint8Array<ArrayBuffer>;
   expect: Expect;
   /** For accepted /v1/messages: the engine must see max_tokens clamped to the context. */
   maxTokens?: number;

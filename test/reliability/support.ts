@@ -2,7 +2,7 @@
  * Helpers for the reliability suite: real servers on the tiny model, an incremental SSE
  * reader, Anthropic error-shape checks, polling, and a spawn that leaves --host at its default.
  */
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUN, REPO, type RunningServer, startServer, testPython, tinyModelDir } from "../support/server-process";
@@ -18,11 +18,28 @@ export async function startTinyServer(args: string[] = [], env: Record<string, s
   return startServer({ args: ["--model", model, ...args], env, timeoutMs: 120_000 });
 }
 
-export interface SpawnedServer extends RunningServer {
+export interface SpawnedServer {
+  url: string;
+  port: number;
+  proc: Bun.Subprocess<"ignore", "pipe", "pipe">;
   /** The startup line ("Pensieve ... listening on ..."). */
   startupLine: string;
   stdout(): string;
   stderr(): string;
+  /** SIGTERM (then SIGKILL after 10 s) by pid if still running; resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number>;
+}
+
+const spawned = new Set<Bun.Subprocess>();
+// A run that dies mid-way must not leave servers behind: kill what is still ours, by pid.
+process.on("exit", () => {
+  for (const p of spawned) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+});
+
+async function collect(stream: ReadableStream<Uint8Array>, add: (s: string) => void): Promise<void> {
+  const dec = new TextDecoder();
+  const reader = stream.getReader();
+  for (let r = await reader.read(); !r.done; r = await reader.read()) add(dec.decode(r.value, { stream: true }));
 }
 
 /**
@@ -35,52 +52,18 @@ export async function spawnServer(args: string[], env: Record<string, string | u
   delete fullEnv.PENSIEVE_HOST;
   const proc = Bun.spawn([BUN, join(REPO, "src/main.ts"), "serve", "--port", "0", ...args], {
     cwd: REPO,
-    env: fullEnv,
+    env: Object.fromEntries(Object.entries(fullEnv).filter((e): e is [string, string] => e[1] !== undefined)),
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
   });
+  spawned.add(proc);
   let out = "";
   let err = "";
-  const pump = async (stream: ReadableStream<Uint8Array>, add: (s: string) => void) => {
-    const dec = new TextDecoder();
-    for await (const chunk of stream) add(dec.decode(chunk, { stream: true }));
-  };
-  const pumps = Promise.all([pump(proc.stdout, (s) => (out += s)), pump(proc.stderr, (s) => (err += s))]);
-  let exited: number | null = null;
-  void proc.exited.then((c) => (exited = c));
-  const deadline = Date.now() + timeoutMs;
-  let port = 0;
-  let startupLine = "";
-  while (Date.now() < deadline) {
-    if (exited !== null) throw new Error(`server exited early with code ${exited}:\n${out}\n${err}`);
-    const line = out.split("\n").find((l) => / listening on http:\/\//.test(l));
-    if (line && !port) {
-      startupLine = line;
-      port = Number(/:(\d+)\b/.exec(line.slice(line.indexOf("listening on")))?.[1] ?? 0);
-    }
-    if (port) {
-      try {
-        if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) break;
-      } catch {
-        // not accepting yet
-      }
-    }
-    await Bun.sleep(100);
-  }
-  if (!port || Date.now() >= deadline) {
-    proc.kill("SIGKILL");
-    throw new Error(`server did not become healthy in time:\n${out}\n${err}`);
-  }
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    proc,
-    startupLine,
-    output: () => `${out}\n${err}`,
-    stdout: () => out,
-    stderr: () => err,
-    async stop(signal = "SIGTERM") {
+  const pumps = Promise.all([collect(proc.stdout, (s) => (out += s)), collect(proc.stderr, (s) => (err += s))]);
+  let stopped: Promise<number> | undefined;
+  const stop = (signal: NodeJS.Signals = "SIGTERM") =>
+    (stopped ??= (async () => {
       if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill(signal);
         const t = setTimeout(() => proc.kill("SIGKILL"), 10_000);
@@ -88,9 +71,39 @@ export async function spawnServer(args: string[], env: Record<string, string | u
         clearTimeout(t);
       }
       await Promise.race([pumps, Bun.sleep(2000)]);
+      spawned.delete(proc);
+      rmSync(home, { recursive: true, force: true });
       return proc.exitCode ?? 128;
-    },
-  };
+    })());
+
+  let exited: number | null = null;
+  void proc.exited.then((c) => (exited = c));
+  const deadline = Date.now() + timeoutMs;
+  let port = 0;
+  let startupLine = "";
+  while (Date.now() < deadline) {
+    if (exited !== null) {
+      await stop();
+      throw new Error(`server exited early with code ${exited}:\n${out}\n${err}`);
+    }
+    const line = out.split("\n").find((l) => / listening on http:\/\//.test(l));
+    if (line && !port) {
+      startupLine = line;
+      port = Number(/:(\d+)\b/.exec(line.slice(line.indexOf("listening on")))?.[1] ?? 0);
+    }
+    if (port) {
+      try {
+        if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) {
+          return { url: `http://127.0.0.1:${port}`, port, proc, startupLine, stdout: () => out, stderr: () => err, stop };
+        }
+      } catch {
+        // not accepting yet
+      }
+    }
+    await Bun.sleep(100);
+  }
+  await stop("SIGKILL");
+  throw new Error(`server did not become healthy in time:\n${out}\n${err}`);
 }
 
 // ---------------------------------------------------------------- HTTP
@@ -310,3 +323,8 @@ export function tcpTable(): TcpEntry[] | null {
 
 /** /proc/net/tcp's hex for 127.0.0.1 (little-endian) and its IPv4-mapped IPv6 form. */
 export const LOOPBACK_HEX = new Set(["0100007F", "0000000000000000FFFF00000100007F"]);
+
+/** "request failed" log lines (5xx) other than the expected overload answers (503, 529). */
+export function unexpectedServerErrors(output: string): string[] {
+  return output.split("\n").filter((l) => l.includes("request failed") && !/"status":(503|529)\b/.test(l));
+}
