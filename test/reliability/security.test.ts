@@ -238,7 +238,7 @@ describe("defaults: binding, Host check, CORS, tokens, and what the logs hold", 
         expect(JSON.parse(text).error.type).toBe("authentication_error");
       }
     }
-    for (const headers of [{ "x-api-key": MY_TOKEN }, { authorization: `Bearer ${MY_TOKEN}` }, { authorization: `bearer  ${MY_TOKEN} ` }]) {
+    for (const headers of [{ "x-api-key": MY_TOKEN }, { authorization: `Bearer ${MY_TOKEN}` }, { authorization: `bearer  ${MY_TOKEN} ` }] as Record<string, string>[]) {
       const res = await fetch(`${server.url}/v1/messages`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body()) });
       await res.text();
       expect({ headers, status: res.status }).toEqual({ headers, status: 200 });
