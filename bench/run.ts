@@ -17,7 +17,7 @@ import { binarySection } from "./sections/binary";
 import { measureModel, startContenders, stopContenders, type ModelCase } from "./sections/engines";
 import { gateSection } from "./sections/gate";
 import { memorySection } from "./sections/memory";
-import { fixtureBody, measurePrefix } from "./sections/prefix";
+import { measurePrefix } from "./sections/prefix";
 
 const REPO = join(import.meta.dir, "..");
 const RESULTS = join(import.meta.dir, "results");
@@ -84,8 +84,8 @@ async function main(): Promise<void> {
   await run("gate", "1. Gate", () => gateSection({ quick: opts.quick }));
 
   // Figures 2-4 share the contenders of each model: Pensieve, the in-process baseline, mlx_lm.server.
-  const cases: ModelCase[] = [{ label: "tiny", dir: tiny, maxTokens: opts.quick ? 128 : 256, repeats: opts.quick ? 3 : 7, promptWords: 80 }];
-  if (big) cases.push({ label: "~100M", dir: big, maxTokens: 24, repeats: 3, promptWords: 12 });
+  const cases: ModelCase[] = [{ label: "tiny", dir: tiny, maxTokens: opts.quick ? 128 : 256, repeats: opts.quick ? 3 : 9, promptWords: 80, diagnostic: true }];
+  if (big) cases.push({ label: "~100M", dir: big, maxTokens: 32, repeats: 5, promptWords: 12 });
   const engines: SectionResult = { key: "engines", title: "2-3. Overhead over the engine, and the peer", data: { models: [] as unknown[] }, rows: [], bars: [], notes: [] };
   const prefix: SectionResult = { key: "prefix", title: "4. Prefix cache", data: { models: [] as unknown[] }, rows: [], bars: [], notes: [] };
   let bigPrefillTps = Number.NaN;
@@ -96,7 +96,9 @@ async function main(): Promise<void> {
     let k: Awaited<ReturnType<typeof startContenders>> | null = null;
     try {
       log(`${c.label}: starting Pensieve, the in-process baseline and mlx_lm.server`);
-      k = await startContenders(python, c.dir);
+      // A whole-fixture prefill on the ~100M model keeps the worker busy far beyond the default request timeout.
+      const slow = c.label !== "tiny" && wantPrefix ? ["--request-timeout-ms", String(4 * 3600_000)] : [];
+      k = await startContenders(python, c.dir, c.diagnostic && wantEngines, slow);
       if (wantEngines) {
         try {
           const r = await measureModel(c, k);
@@ -111,7 +113,9 @@ async function main(): Promise<void> {
       }
       if (wantPrefix) {
         try {
-          const r = await measurePrefix(c.label, k.pensieve, k.peer, c.label === "tiny" ? (opts.quick ? 2 : 5) : 1);
+          const tinyCase = c.label === "tiny";
+          // On the ~100M model one conversation costs the better part of an hour on a CPU: no warm-up, no peer.
+          const r = await measurePrefix(c.label, k.pensieve, tinyCase ? k.peer : null, tinyCase ? (opts.quick ? 2 : 5) : 1, { warmup: tinyCase });
           prefix.rows.push(...r.rows);
           prefix.bars.push(...r.bars);
           prefix.notes!.push(...r.notes);

@@ -42,14 +42,17 @@ def is_complete(outdir: Path) -> bool:
             and all((outdir / f).is_file() for f in mtm.FILES))
 
 
-def chain_weights(tok) -> dict:
+def chain_weights(tok, chain: tuple = ("<tool_call>", CALL_JSON, "</tool_call>", "<|im_end|>")) -> dict:
+    """Weights whose greedy successor of any token outside `chain` is chain[0], then each
+    chain token's successor is the next one (chain tokens must be distinct single tokens)."""
     import numpy as np
 
     vocab = tok.get_vocab_size()
     hidden = CONFIG["hidden_size"]
     weights = mtm.build_weights(vocab, CONFIG)
-    ids = [tok.token_to_id(t) for t in ("<tool_call>", CALL_JSON, "</tool_call>", "<|im_end|>")]
-    assert None not in ids, ids
+    ids = [tok.token_to_id(t) for t in chain]
+    assert None not in ids and len(set(ids)) == len(ids), ids
+    assert len(ids) <= hidden, "one embedding axis per chain token"
     # Axis 0: every token not in the chain (so any prompt's last token) -> <tool_call>.
     axis = {t: i + 1 for i, t in enumerate(ids[:-1])}
     embed = np.zeros((vocab, hidden), dtype=np.float32)

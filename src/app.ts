@@ -60,7 +60,9 @@ export function createApp(deps: AppDeps) {
     .onError({ as: "global" }, ({ error, set, request }) => {
       const id = requestIdOf(set) ?? newRequestId();
       const mapped = mapError(error, id);
-      if (mapped.status >= 500 && mapped.status !== 503)
+      // Overload and memory refusals are the server working as designed, not failures.
+      if (mapped.status === 503 || mapped.status === 529) logger?.info("request refused", { requestId: id, status: mapped.status });
+      else if (mapped.status >= 500)
         logger?.error("request failed", { requestId: id, status: mapped.status, error: mapped.body.error.message });
       set.status = mapped.status;
       // A stream that failed before its first byte already set an SSE content type.

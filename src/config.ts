@@ -26,6 +26,7 @@ export interface ServeConfig {
   cacheLimitGb: number;
   promptCacheEntries: number;
   promptCacheGb: number;
+  maxBatch: number;
   queueLimit: number;
   queueTimeoutMs: number;
   requestTimeoutMs: number;
@@ -44,6 +45,9 @@ export interface ServeConfig {
   upstreamMetrics: boolean;
 }
 
+/** The token clients send unless --token says otherwise. */
+export const DEFAULT_TOKEN = "pensieve-local-token";
+
 const PENSIEVE_HOME = process.env.PENSIEVE_HOME ?? join(homedir(), ".pensieve");
 
 /** The option table: the single source for parsing, defaults and `--help`. */
@@ -51,7 +55,7 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "host", flag: "--host", env: "PENSIEVE_HOST", kind: "string", def: "127.0.0.1", help: "address to bind" },
   { key: "port", flag: "--port", env: "PENSIEVE_PORT", kind: "int", def: 7777, help: "port to listen on (0 picks a free one)" },
   { key: "model", flag: "--model", env: "PENSIEVE_MODEL", kind: "string", def: undefined, help: "local model directory or Hugging Face id (default: the generated demo model)" },
-  { key: "token", flag: "--token", env: "PENSIEVE_TOKEN", kind: "string", def: "pensieve-local-token", help: "token clients must send (x-api-key or Bearer)" },
+  { key: "token", flag: "--token", env: "PENSIEVE_TOKEN", kind: "string", def: DEFAULT_TOKEN, help: "token clients must send (x-api-key or Bearer)" },
   { key: "python", flag: "--python", env: "PENSIEVE_PYTHON", kind: "string", def: undefined, help: "Python interpreter that runs the bridge" },
   { key: "aliases", flag: "--aliases", env: "PENSIEVE_ALIASES", kind: "string", def: "*=default", help: "model alias map, e.g. '*haiku*=small,*=default'" },
   { key: "allowedHosts", flag: "--allowed-hosts", env: "PENSIEVE_ALLOWED_HOSTS", kind: "list", def: [], help: "extra Host header names accepted besides localhost (comma-separated)" },
@@ -61,6 +65,7 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "cacheLimitGb", flag: "--cache-limit-gb", env: "PENSIEVE_CACHE_LIMIT_GB", kind: "number", def: 5, help: "MLX buffer cache limit in the worker" },
   { key: "promptCacheEntries", flag: "--prompt-cache-entries", env: "PENSIEVE_PROMPT_CACHE_ENTRIES", kind: "int", def: 4, help: "prompt KV caches kept for prefix reuse (0 disables)" },
   { key: "promptCacheGb", flag: "--prompt-cache-gb", env: "PENSIEVE_PROMPT_CACHE_GB", kind: "number", def: 2, help: "bytes the prompt caches may hold, in GB" },
+  { key: "maxBatch", flag: "--max-batch", env: "PENSIEVE_MAX_BATCH", kind: "int", def: 4, help: "concurrent requests decoded together in one batch (1 = one at a time)" },
   { key: "queueLimit", flag: "--queue-limit", env: "PENSIEVE_QUEUE_LIMIT", kind: "int", def: 8, help: "waiting requests before 529 overloaded" },
   { key: "queueTimeoutMs", flag: "--queue-timeout-ms", env: "PENSIEVE_QUEUE_TIMEOUT_MS", kind: "int", def: 300_000, help: "longest a request may wait in the queue before 529" },
   { key: "requestTimeoutMs", flag: "--request-timeout-ms", env: "PENSIEVE_REQUEST_TIMEOUT_MS", kind: "int", def: 600_000, help: "longest the worker may stay silent during a generation" },
@@ -130,6 +135,7 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
   if (!(t[0]! > t[1]! && t[1]! > t[2]! && t[2]! > t[3]!)) {
     throw new UsageError("memory thresholds must decrease: caution > warning > critical > emergency");
   }
+  if (cfg.maxBatch < 1) throw new UsageError("--max-batch must be at least 1");
   if (cfg.port > 65535) throw new UsageError("--port must be at most 65535");
   if (cfg.memoryIntervalMs < 250 || cfg.memoryIntervalMs > 500) throw new UsageError("--memory-interval-ms must be between 250 and 500");
   if (cfg.backend !== "mlx" && cfg.backend !== "openai") throw new UsageError("--backend must be 'mlx' or 'openai'");

@@ -53,7 +53,7 @@ export function toMarkdown(r: Report): string {
     "",
     `Machine: ${describeMachine(r.machine)}.`,
     "",
-    "Every figure is a median over repeats; comparisons were measured side by side in the same run. Ratios are the first column over the second.",
+    "Every figure is a median over repeats; comparisons were measured side by side in the same run. Ratio = Pensieve over the comparison: for the overhead, peer and prefix rows, the median of per-repeat ratios (each repeat's contenders ran back to back), so it can differ slightly from the ratio of the two medians shown.",
     "",
     "| Figure | Measure | Pensieve | Compared with | Ratio | Target | Result |",
     "|---|---|---|---|---:|---|---|",

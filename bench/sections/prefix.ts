@@ -77,16 +77,19 @@ function summarise(pairs: TurnPair[]) {
 }
 
 /** Run `repeats` two-turn conversations on Pensieve (and on the peer, when given). */
-export async function measurePrefix(label: string, pensieve: Pensieve, peer: Peer | null, repeats: number, maxTokens = 8): Promise<PrefixResult> {
+export async function measurePrefix(label: string, pensieve: Pensieve, peer: Peer | null, repeats: number, opts: { maxTokens?: number; warmup?: boolean } = {}): Promise<PrefixResult> {
+  const maxTokens = opts.maxTokens ?? 8;
   const fixture = await fixtureBody();
   const viaPensieve = (b: Body) => anthropicStream(pensieve.url, b, TOKEN);
   const viaPeer = (b: Body) => {
     const n = neutral(b);
     return openaiStream(peer!.url, { model: "default_model", messages: n.messages, ...(n.tools ? { tools: n.tools } : {}), max_tokens: b.max_tokens, temperature: 0 });
   };
-  log(`prefix[${label}]: warm-up conversation`);
-  await conversation(viaPensieve, fixture, -1, maxTokens);
-  if (peer) await conversation(viaPeer, fixture, -1, maxTokens);
+  if (opts.warmup ?? true) {
+    log(`prefix[${label}]: warm-up conversation`);
+    await conversation(viaPensieve, fixture, -1, maxTokens);
+    if (peer) await conversation(viaPeer, fixture, -1, maxTokens);
+  }
   const ours: TurnPair[] = [];
   const theirs: TurnPair[] = [];
   for (let i = 0; i < repeats; i++) {

@@ -285,29 +285,39 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
                 host.send(ev)
     if finish == "stop" and output.calls > 0:
         finish = "tool_calls"
-    _keep_cache(lm, ids + generated, cache)
+    stored = _keep_cache(lm, ids + generated, cache)
     host.send({"type": "done", "id": gid, "finish_reason": finish,
                "stop_sequence": output.matched if finish == "stop_sequence" else None,
                "prompt_tokens": n_prompt, "completion_tokens": int(completion),
-               "cached_tokens": cached})
+               "cached_tokens": cached,
+               "cache_created_tokens": created_tokens(stored, n_prompt, cached)})
     host.log(f"[worker] generate id={gid} finish={finish} prompt_tokens={n_prompt} "
              f"completion_tokens={completion} gen_tps={tps:.1f} "
              f"seconds={time.perf_counter() - t0:.3f}")
 
 
-def _keep_cache(lm: LoadedModel, tokens: list[int], cache: list) -> None:
-    """Stores the generation's KV cache under the tokens it really holds."""
+def created_tokens(stored: int, n_prompt: int, cached: int) -> int:
+    """Prompt tokens newly written to the prefix cache (Anthropic's cache_creation).
+
+    stored: tokens the kept entry holds (0: none kept); a cancelled prefill holds fewer."""
+    return max(0, min(stored, n_prompt) - cached)
+
+
+def _keep_cache(lm: LoadedModel, tokens: list[int], cache: list) -> int:
+    """Stores the generation's KV cache under the tokens it really holds.
+
+    Returns how many tokens the stored entry holds (0 when nothing was kept)."""
     from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
     held = cache_length(cache)
     if held is None:
-        return  # unknown contents: never risk reusing a wrong cache
+        return 0  # unknown contents: never risk reusing a wrong cache
     if held > len(tokens):  # a step computed past the last token we saw
         if not can_trim_prompt_cache(cache):
-            return
+            return 0
         trim_prompt_cache(cache, held - len(tokens))
         held = len(tokens)
-    lm.prompt_cache.store(tokens[:held], cache)
+    return held if lm.prompt_cache.store(tokens[:held], cache) else 0
 
 
 __all__ = ["Generation", "WorkerError", "parse_prompt", "render", "run_generate", "TextOutput"]

@@ -39,8 +39,17 @@ class LoadedModel:
 
     def render(self, messages: list, tools: Optional[list] = None,
                enable_thinking: Optional[bool] = None) -> list[int]:
-        """Token ids of the prompt, rendered by the tokenizer's own chat template."""
-        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": True}
+        """Token ids of the prompt, rendered by the tokenizer's own chat template.
+
+        A final assistant message is a prefill: the model continues it (as Anthropic does).
+        """
+        if _is_blank_assistant(messages[-1]):
+            # An empty final assistant turn is no prefill (Anthropic allows it): a new turn.
+            messages = messages[:-1]
+        prefill = _prefill_of(messages)
+        kwargs: dict[str, Any] = {"add_generation_prompt": prefill is None, "tokenize": True}
+        if prefill is not None:
+            kwargs["continue_final_message"] = True
         if tools:
             kwargs["tools"] = tools
         # Only templates that read enable_thinking (Qwen3 style) get it; others
@@ -50,14 +59,43 @@ class LoadedModel:
         try:
             out = self.tokenizer.apply_chat_template(messages, **kwargs)
         except Exception as exc:  # jinja TemplateError, TypeError on odd shapes, ...
-            raise RenderError(f"chat template failed: {type(exc).__name__}: {exc}") from exc
+            if prefill is None:
+                raise RenderError(f"chat template failed: {type(exc).__name__}: {exc}") from exc
+            # Templates that alter the assistant's text defeat continue_final_message:
+            # render the turn before it with the generation prompt, then append the prefill.
+            return self._render_prefill_by_hand(messages, kwargs, prefill)
         return _as_ids(out)
+
+    def _render_prefill_by_hand(self, messages: list, kwargs: dict, prefill: str) -> list[int]:
+        kw = {k: v for k, v in kwargs.items() if k != "continue_final_message"}
+        kw.update(add_generation_prompt=True, tokenize=False)
+        try:
+            text = self.tokenizer.apply_chat_template(messages[:-1], **kw)
+        except Exception as exc:
+            raise RenderError(f"chat template failed: {type(exc).__name__}: {exc}") from exc
+        return [int(t) for t in self.tokenizer.encode(text + prefill, add_special_tokens=False)]
 
     def _template_uses(self, name: str) -> bool:
         tpl = getattr(self.tokenizer, "chat_template", None)
         if isinstance(tpl, dict):
             tpl = " ".join(str(v) for v in tpl.values())
         return isinstance(tpl, str) and name in tpl
+
+
+def _is_blank_assistant(msg: Any) -> bool:
+    return (isinstance(msg, dict) and msg.get("role") == "assistant" and not msg.get("tool_calls")
+            and not str(msg.get("content") or "").strip()
+            and not str(msg.get("reasoning_content") or "").strip())
+
+
+def _prefill_of(messages: list) -> Optional[str]:
+    """The text of a final assistant message to continue, or None."""
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict) or last.get("role") != "assistant" or last.get("tool_calls"):
+        return None
+    content = last.get("content")
+    # transformers finds the prefill by its stripped text.
+    return content if isinstance(content, str) and content.strip() else None
 
 
 def _as_ids(out: Any) -> list[int]:
@@ -110,7 +148,7 @@ def describe(lm: LoadedModel, name: str) -> dict:
         "has_tool_calling": lm.tool_format is not None,
         "has_thinking": lm.think is not None,
         "tool_parser": lm.tool_format.name if lm.tool_format else None,
-        "max_concurrency": 1,  # one generation at a time; the server queues fairly
+        "max_concurrency": 1,  # the worker raises it when the model can be batched
         "prompt_cache_entries": lm.prompt_cache.max_entries,
         "prompt_cache_gb": lm.prompt_cache.max_bytes / GB,
         "demo": local.is_dir() and (local / DEMO_MARKER).is_file(),

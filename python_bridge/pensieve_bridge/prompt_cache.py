@@ -110,15 +110,15 @@ class PromptCache:
         self.entries.append(best)  # most recently used
         return _copy_trimmed(best.cache, len(best.tokens), best_n), best_n
 
-    def store(self, tokens: list[int], cache: list) -> None:
-        """Keeps cache (holding exactly `tokens`) as the most recent entry."""
+    def store(self, tokens: list[int], cache: list) -> bool:
+        """Keeps cache (holding exactly `tokens`) as the most recent entry; True if kept."""
         from mlx_lm.models.cache import can_trim_prompt_cache
 
         if self.max_entries <= 0 or not tokens:
-            return
+            return False
         nbytes = cache_nbytes(cache)
         if nbytes > self.max_bytes:
-            return
+            return False
         arr = np.asarray(tokens, dtype=np.int32)
         entry = Entry(arr, cache, nbytes, bool(can_trim_prompt_cache(cache)))
         if entry.trimmable:
@@ -128,6 +128,7 @@ class PromptCache:
                                     and _common_prefix(e.tokens, arr) == len(e.tokens))]
         self.entries.append(entry)
         self._evict(self.max_entries, self.max_bytes)
+        return entry in self.entries
 
     def relieve(self, level: str) -> None:
         """trim: keep at most half the bytes (oldest out); drop: empty."""

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import mlx.core as mx
 
 from . import PROTOCOL_VERSION, faults, memory
+from .batch import DEFAULT_MAX_BATCH, Batch, can_batch
 from .errors import WorkerError, bad_request
 from .generation import Generation, parse_prompt, render, run_generate
 from .model import LoadedModel, load_model
@@ -42,6 +43,8 @@ class Worker:
         self.deferred: deque = deque()
         self.lm: Optional[LoadedModel] = None
         self.current: Optional[Generation] = None
+        # Concurrent generations share this BatchGenerator (None: one at a time).
+        self.batch: Optional[Batch] = None
         self.eof = False
 
     # -- plumbing ---------------------------------------------------------------
@@ -88,19 +91,52 @@ class Worker:
                 self.eof = True
                 if self.current:
                     self.current.cancelled = True
+                if self.batch is not None:
+                    self.batch.cancel_all(self)
                 continue
             msg = self._parse(raw)
             if msg is None:
                 continue
-            if msg["cmd"] in IMMEDIATE:
+            if msg["cmd"] in IMMEDIATE or self._joins_batch(msg):
                 self._dispatch(msg)
             else:
                 self.deferred.append(msg)
 
+    def _joins_batch(self, msg: dict) -> bool:
+        # A generate joins a running batch at once unless something waits before it
+        # (order is kept) or it asks for a seed (MLX's seed is global: run alone).
+        return (msg["cmd"] == "generate" and self.batch is not None and self.batch.busy
+                and self.current is None and not self.deferred and msg.get("seed") is None)
+
+    def _batch_busy(self) -> bool:
+        return self.batch is not None and self.batch.busy
+
+    def _step_batch(self) -> None:
+        try:
+            self.batch.step(self)
+        except Exception as exc:  # every request in the batch fails; the worker keeps serving
+            self.log(f"[worker] batch step failed:\n{traceback.format_exc()}")
+            self.batch.fail_all(self, WorkerError("internal", f"{type(exc).__name__}: {exc}").reply(None))
+            gc.collect()
+        if not self.batch.busy:
+            memory.clear_and_log("after batch (empty)", self.log)
+
     # -- loop -------------------------------------------------------------------
 
     def run(self) -> int:
-        while not self.eof:
+        while not self.eof or self._batch_busy():
+            if self._batch_busy():
+                # Generates that waited (behind a seeded one) join first, in order.
+                while (self.deferred and self.deferred[0]["cmd"] == "generate"
+                       and self.deferred[0].get("seed") is None):
+                    self._dispatch(self.deferred.popleft())
+                # Between steps: answer cancel/stats/..., let new generates join.
+                self.poll()
+                if self._batch_busy():
+                    self._step_batch()
+                continue
+            if self.eof:
+                break
             if self.deferred:
                 msg = self.deferred.popleft()
             else:
@@ -155,13 +191,21 @@ class Worker:
         pc_gb = msg.get("prompt_cache_gb", DEFAULT_PROMPT_CACHE_GB)
         if isinstance(pc_gb, bool) or not isinstance(pc_gb, (int, float)) or pc_gb < 0:
             raise bad_request("prompt_cache_gb must be a number >= 0")
+        max_batch = msg.get("max_batch", DEFAULT_MAX_BATCH)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise bad_request("max_batch must be an integer >= 1")
         self.send(self.load(name, float(limit), msg.get("context_length"),
-                            msg.get("prefill_step_size"), msg["id"], entries, float(pc_gb)))
+                            msg.get("prefill_step_size"), msg["id"], entries, float(pc_gb),
+                            max_batch))
 
     def load(self, name: str, cache_limit_gb: float, context_length: Optional[int],
              prefill_step_size: Optional[int], cmd_id: Any,
              prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
-             prompt_cache_gb: float = DEFAULT_PROMPT_CACHE_GB) -> dict:
+             prompt_cache_gb: float = DEFAULT_PROMPT_CACHE_GB,
+             max_batch: int = DEFAULT_MAX_BATCH) -> dict:
+        if self.batch is not None:
+            self.batch.close()
+            self.batch = None
         if self.lm is not None:  # one model per worker: free the old one first
             self.lm.prompt_cache.clear()
             self.lm = None
@@ -178,12 +222,18 @@ class Worker:
             self.log(f"[worker] load failed:\n{traceback.format_exc()}")
             raise WorkerError("load_failed", f"could not load {name}: "
                               f"{type(exc).__name__}: {exc}") from exc
+        if max_batch > 1 and can_batch(self.lm.model):
+            self.batch = Batch(self.lm, max_batch)
+        self.lm.info["max_concurrency"] = self.batch.max_batch if self.batch else 1
         mem = memory.clear_and_log("after load", self.log)
         return {"type": "loaded", "id": cmd_id, **self.lm.info,
                 "cache_limit_gb": cache_limit_gb, "memory": mem}
 
     def cmd_generate(self, msg: dict) -> None:
         lm = self._require_model()
+        if self.batch is not None and self.current is None and msg.get("seed") is None:
+            self.batch.admit(self, msg)  # a WorkerError is answered by _dispatch
+            return
         failure: Optional[dict] = None
         try:
             run_generate(self, lm, msg, self._started)
@@ -208,6 +258,10 @@ class Worker:
     def cmd_cancel(self, msg: dict) -> None:
         target = msg.get("target")
         found = False
+        if self.batch is not None and target in self.batch.ids():
+            self.send({"type": "cancelled", "id": msg["id"], "target": target, "found": True})
+            self.batch.cancel(self, target)  # its done follows the reply
+            return
         if self.current is not None and self.current.id == target:
             self.current.cancelled = True
             found = True
@@ -221,7 +275,8 @@ class Worker:
                                "found": True})
                     self.send({"type": "done", "id": target, "finish_reason": "cancelled",
                                "stop_sequence": None, "prompt_tokens": 0,
-                               "completion_tokens": 0, "cached_tokens": 0})
+                               "completion_tokens": 0, "cached_tokens": 0,
+                               "cache_created_tokens": 0})
                     return
         self.send({"type": "cancelled", "id": msg["id"], "target": target, "found": found})
 
@@ -238,9 +293,15 @@ class Worker:
     def cmd_stats(self, msg: dict) -> None:
         self.send({"type": "stats", "id": msg["id"],
                    "model": self.lm.name if self.lm else None,
-                   "generating": self.current.id if self.current else None,
+                   "generating": self._generating()[0] if self._generating() else None,
+                   "active": self._generating(),
                    "deferred": len(self.deferred), "memory": memory.snapshot(),
                    "prompt_cache": self._prompt_cache_stats()})
+
+    def _generating(self) -> list:
+        if self.current is not None:
+            return [self.current.id]
+        return self.batch.ids() if self.batch is not None else []
 
     def _prompt_cache_stats(self) -> dict:
         if self.lm is None:

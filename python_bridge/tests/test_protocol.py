@@ -132,7 +132,11 @@ def test_stats_and_count_tokens_are_answered_during_generation(worker):
         "finish_reason"] == "cancelled"
 
 
-def test_other_commands_wait_and_queued_generate_can_be_cancelled(worker):
+def test_other_commands_wait_and_queued_generate_can_be_cancelled(spawn, tiny_model):
+    # One at a time (max_batch 1): a second generate waits like any other command.
+    worker = spawn()
+    loaded = worker.request("load", model=str(tiny_model), max_batch=1)
+    assert loaded["max_concurrency"] == 1
     a = worker.send("generate", messages=HI, max_tokens=10**9, temperature=0)
     worker.until(lambda m: m.get("id") == a and m["type"] == "delta")
     b = worker.send("generate", messages=HI, max_tokens=5, temperature=0)

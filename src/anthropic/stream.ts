@@ -38,14 +38,18 @@ export function stopReasonOf(reason: FinishReason, sawToolCall: boolean): StopRe
   }
 }
 
-/** Anthropic splits input into uncached (input_tokens) and cache reads; the sum is the prompt. */
-export function usageOf(promptTokens: number, cachedTokens: number, outputTokens: number): UsageT {
+/**
+ * Anthropic splits the prompt into uncached input_tokens, cache reads and cache writes;
+ * the three sum to the prompt's tokens.
+ */
+export function usageOf(promptTokens: number, cachedTokens: number, outputTokens: number, createdTokens = 0): UsageT {
   const cached = Math.min(Math.max(0, cachedTokens), promptTokens);
+  const created = Math.min(Math.max(0, createdTokens), promptTokens - cached);
   return {
-    input_tokens: promptTokens - cached,
+    input_tokens: promptTokens - cached - created,
     output_tokens: outputTokens,
     cache_read_input_tokens: cached,
-    cache_creation_input_tokens: 0,
+    cache_creation_input_tokens: created,
   };
 }
 
@@ -191,7 +195,9 @@ export class StreamConverter {
       data: {
         type: "message_delta",
         delta: { stop_reason: stopReason, stop_sequence: stopReason === "stop_sequence" ? (ev.stopSequence ?? null) : null },
-        usage: usageOf(ev.promptTokens, ev.cachedTokens, ev.completionTokens),
+        // Cache writes are known only at the end (the worker stores after generating):
+        // message_start says 0, this cumulative usage has the final split.
+        usage: usageOf(ev.promptTokens, ev.cachedTokens, ev.completionTokens, ev.cacheCreatedTokens ?? 0),
       },
     });
     out.push({ event: "message_stop", data: { type: "message_stop" } });

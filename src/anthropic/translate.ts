@@ -3,6 +3,7 @@
  * Rendering choices here (joins, order) are stable so that prefix reuse works turn to turn.
  */
 import type { ChatMessage, ChatToolCall, GenerateRequest, PromptInput, ToolChoice, ToolSpec } from "../engine/types";
+import { PromptTooLongError } from "../engine/errors";
 import { InvalidRequestError } from "./errors";
 import type { ContentBlockParamT, CountTokensRequestT, MessageParamT, MessagesRequestT, ToolParamT } from "./schemas";
 
@@ -184,7 +185,9 @@ export function toPromptInput(req: CountTokensRequestT, opts: TranslateOptions):
 /** The full generation request; `requestId` correlates logs only. */
 export function toGenerateRequest(req: MessagesRequestT, opts: TranslateOptions & { requestId: string }): GenerateRequest {
   const maxTokens = opts.contextLength ? Math.min(req.max_tokens, opts.contextLength) : req.max_tokens;
-  const out: GenerateRequest = { ...toPromptInput(req, opts), requestId: opts.requestId, maxTokens };
+  const input = toPromptInput(req, opts);
+  if (opts.contextLength) refuseHopeless(input, opts.contextLength);
+  const out: GenerateRequest = { ...input, requestId: opts.requestId, maxTokens };
   if (req.temperature !== undefined) out.temperature = req.temperature;
   if (req.top_p !== undefined) out.topP = req.top_p;
   if (req.top_k !== undefined && req.top_k > 0) out.topK = req.top_k;
@@ -208,6 +211,23 @@ function toolChoice(c: MessagesRequestT["tool_choice"]): ToolChoice | undefined 
     default:
       return undefined;
   }
+}
+
+/** No tokenizer averages this many characters per token over a whole prompt. */
+const MAX_CHARS_PER_TOKEN = 64;
+
+/**
+ * Refuse a prompt that cannot fit however it tokenizes, before the worker spends seconds and
+ * gigabytes tokenizing megabytes of it. The count given is a lower bound.
+ */
+function refuseHopeless(input: PromptInput, contextLength: number): void {
+  let chars = input.tools ? JSON.stringify(input.tools).length : 0;
+  for (const m of input.messages) {
+    chars += m.content.length + (m.reasoning_content?.length ?? 0);
+    if (m.tool_calls) chars += JSON.stringify(m.tool_calls).length;
+  }
+  const atLeast = Math.ceil(chars / MAX_CHARS_PER_TOKEN);
+  if (atLeast > contextLength) throw new PromptTooLongError(atLeast, contextLength);
 }
 
 /** True when the request asks for thinking text to be omitted (signature only). */

@@ -110,6 +110,7 @@ export function toEngineEvent(msg: WorkerMessage): EngineEvent | "error" | null 
         completionTokens: num(msg.completion_tokens),
         cachedTokens: num(msg.cached_tokens),
       };
+      if (typeof msg.cache_created_tokens === "number") done.cacheCreatedTokens = num(msg.cache_created_tokens);
       if (typeof msg.stop_sequence === "string") done.stopSequence = msg.stop_sequence;
       return done;
     }

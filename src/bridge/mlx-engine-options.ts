@@ -31,6 +31,8 @@ export interface MlxEngineOptions {
   /** Prompt-prefix cache bounds passed to `load` (worker defaults when unset). */
   promptCacheEntries?: number;
   promptCacheGb?: number;
+  /** Most generations batched at once, passed to `load` as max_batch (worker default 4; 1 = one at a time). */
+  maxBatch?: number;
   /** Extra environment for the worker. */
   env?: Record<string, string | undefined>;
   /** Requests allowed to wait behind the running ones (default 32); more get EngineOverloadedError. */

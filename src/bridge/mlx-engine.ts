@@ -22,7 +22,7 @@ import { WorkerProcess } from "./worker-process";
 export type { MlxEngineOptions } from "./mlx-engine-options";
 
 /**
- * The MLX bridge. As many generations at once as the worker's max_concurrency (usually one),
+ * The MLX bridge. As many generations at once as the worker's max_concurrency (batched there),
  * the rest wait in a FIFO queue; count_tokens and stats may run alongside.
  */
 export class MlxEngine implements InferenceEngine {

@@ -60,6 +60,7 @@ export function statsOf(reply: WorkerMessage): WorkerStatsView {
 export function loadFields(o: MlxEngineOptions): Record<string, unknown> {
   const fields: Record<string, unknown> = { model: o.model, cache_limit_gb: o.cacheLimitGb };
   if (o.promptCacheEntries !== undefined) fields.prompt_cache_entries = o.promptCacheEntries;
+  if (o.maxBatch !== undefined) fields.max_batch = o.maxBatch;
   if (o.promptCacheGb !== undefined) fields.prompt_cache_gb = o.promptCacheGb;
   return fields;
 }

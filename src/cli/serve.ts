@@ -2,7 +2,7 @@ import { basename, dirname, join } from "node:path";
 import { createApp } from "../app";
 import { materializeBridge } from "../assets/bridge-files";
 import { MlxEngine } from "../bridge/mlx-engine";
-import type { ServeConfig } from "../config";
+import { DEFAULT_TOKEN, type ServeConfig } from "../config";
 import type { InferenceEngine, ModelInfo } from "../engine/types";
 import { setupMemorySafety } from "../lifecycle/memory-safety";
 import { createMemoryRelief } from "../lifecycle/relief";
@@ -13,8 +13,9 @@ import { UpstreamKvPoller, withKvPressure } from "../upstream/kv-pressure";
 import { DEMO_MODEL_ID, ensureDemoModel } from "./demo-model";
 import { resolvePython } from "./python";
 
-/** Bun's own request-body cap sits above the app's 32 MB limit so the app can answer 413 itself. */
-const BUN_MAX_BODY_BYTES = 64 * 1024 * 1024;
+/** Bun's own cap would answer a bare, header-less 413; the app enforces 32 MB itself, from
+ *  content-length before reading and while reading a chunked body, so Bun's cap is lifted. */
+const BUN_MAX_BODY_BYTES = Number.MAX_SAFE_INTEGER;
 
 async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<MlxEngine> {
   const found = resolvePython(cfg.python, cfg.home);
@@ -41,6 +42,7 @@ async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<MlxEngine>
     cacheLimitGb: cfg.cacheLimitGb,
     promptCacheEntries: cfg.promptCacheEntries,
     promptCacheGb: cfg.promptCacheGb,
+    maxBatch: cfg.maxBatch,
     queueLimit: cfg.queueLimit,
     queueTimeoutMs: cfg.queueTimeoutMs,
     requestTimeoutMs: cfg.requestTimeoutMs,
@@ -137,12 +139,14 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     idleTimeout: 0,
   });
 
+  // A custom token is a secret: keep it out of service logs that capture stdout.
+  const shownToken = cfg.token === DEFAULT_TOKEN ? cfg.token : "<your --token>";
   const host = cfg.host.includes(":") ? `[${cfg.host}]` : cfg.host;
   const url = `http://${host}:${server.port}`;
   const memNote = cfg.memorySource ? ` · ${monitor.describe()}` : "";
   console.log(
     `Pensieve ${version} listening on ${url} · ${describeModel(engine.model(), cfg)}${memNote} · ` +
-      `Claude Code: ANTHROPIC_BASE_URL=${url} ANTHROPIC_API_KEY=${cfg.token} claude  (or scripts/claude-local)`,
+      `Claude Code: ANTHROPIC_BASE_URL=${url} ANTHROPIC_API_KEY=${shownToken} claude  (or scripts/claude-local)`,
   );
 
   let stopping = false;

@@ -71,6 +71,8 @@ export type EngineEvent =
       promptTokens: number;
       completionTokens: number;
       cachedTokens: number;
+      /** Prompt tokens newly written to the prompt-prefix cache (0 or absent: none kept). */
+      cacheCreatedTokens?: number;
     };
 
 /** Facts about the loaded model. */

@@ -6,7 +6,8 @@ const LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]", "::1"];
 /** Host header (or URL host) without the port, lower-cased; IPv6 keeps its brackets. */
 export function hostnameOf(request: Request): string {
   let host = request.headers.get("host");
-  if (!host) {
+  // An empty Host header stays empty (and is refused); only a missing one falls back to the URL.
+  if (host === null) {
     // Requests built in process (app.handle) carry no Host header; the URL has the same name.
     const url = request.url;
     const start = url.indexOf("://") + 3;

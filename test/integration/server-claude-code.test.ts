@@ -57,7 +57,8 @@ describe("the Claude Code fixture", () => {
     const s = checkAnthropicStream(events);
     expect(s.message.model).toBe("claude-opus-5-5");
     expect(s.message.usage.input_tokens + (s.message.usage.cache_read_input_tokens ?? 0)).toBe(counted);
-    expect(s.usage.input_tokens).toBe(s.message.usage.input_tokens);
+    // Cache writes are known at the end: the final usage moves them out of input_tokens.
+    expect(s.usage.input_tokens + (s.usage.cache_read_input_tokens ?? 0) + (s.usage.cache_creation_input_tokens ?? 0)).toBe(counted);
     expect(["end_turn", "max_tokens", "tool_use"]).toContain(s.stopReason);
     // Clamped to what the context leaves after the prompt, never refused.
     const h = (await (await fetch(`${server.url}/health`)).json()) as Record<string, any>;
@@ -79,7 +80,7 @@ describe("the Claude Code fixture", () => {
     expect(final.stop_reason).toBe(s.stopReason as Anthropic.Beta.Messages.BetaStopReason);
     expect(["end_turn", "max_tokens", "tool_use"]).toContain(final.stop_reason!);
     expect(final.usage.output_tokens).toBeLessThanOrEqual(48);
-    expect(final.usage.input_tokens + (final.usage.cache_read_input_tokens ?? 0)).toBe(counted);
+    expect(final.usage.input_tokens + (final.usage.cache_read_input_tokens ?? 0) + (final.usage.cache_creation_input_tokens ?? 0)).toBe(counted);
     expect(final.content.map((b) => b.type as string)).toEqual(s.blocks.map((b) => b.type));
   });
 });

@@ -62,8 +62,13 @@ function expectMessageShape(m: Anthropic.Message, model: string) {
   expect(Array.isArray(m.content)).toBe(true);
   for (const block of m.content) expect(["text", "tool_use", "thinking"]).toContain(block.type);
   expect(["end_turn", "max_tokens", "stop_sequence", "tool_use"]).toContain(m.stop_reason!);
-  expect(Number.isInteger(m.usage.input_tokens) && m.usage.input_tokens > 0).toBe(true);
+  expect(Number.isInteger(m.usage.input_tokens) && promptTotal(m.usage) > 0).toBe(true);
   expect(Number.isInteger(m.usage.output_tokens) && m.usage.output_tokens >= 0).toBe(true);
+}
+
+/** Anthropic: input_tokens + cache reads + cache writes = the prompt's tokens. */
+function promptTotal(u: { input_tokens: number; cache_read_input_tokens?: number | null; cache_creation_input_tokens?: number | null }) {
+  return u.input_tokens + (u.cache_read_input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0);
 }
 
 /** SDK 1.10.0's types no longer list temperature/top_p/top_k; the SDK still sends them and the API takes them. */
@@ -183,7 +188,7 @@ describe("messages.stream", () => {
     expectMessageShape(final, MODEL);
     expect(final.stop_reason).toBe(s.stopReason as Anthropic.StopReason);
     expect(final.usage.output_tokens).toBe(s.usage.output_tokens);
-    expect(final.usage.input_tokens).toBe(s.message.usage.input_tokens);
+    expect(promptTotal(final.usage)).toBe(promptTotal(s.message.usage as Anthropic.Usage));
     expect(final.content.length).toBe(s.blocks.length);
     expect(textOf(final)).toBe(s.blocks.filter((b) => b.type === "text").map((b) => b.text).join(""));
   });
@@ -197,7 +202,7 @@ describe("messages.stream", () => {
     expect(s.message.model).toBe(MODEL);
     expect(s.stopReason).toBe("max_tokens");
     expect(s.usage.output_tokens).toBe(5);
-    expect(s.usage.input_tokens).toBe(s.message.usage.input_tokens);
+    expect(promptTotal(s.usage as Anthropic.Usage)).toBe(promptTotal(s.message.usage as Anthropic.Usage));
     expect(s.textDeltas).toBeGreaterThan(0);
   });
 

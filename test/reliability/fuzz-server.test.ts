@@ -5,7 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import fc from "fast-check";
-import { COUNT, MESSAGES, describeCase, fuzzCase, fuzzSeed, judgeAnswer } from "./fuzz-cases";
+import { COUNT, MESSAGES, fuzzCase } from "./fuzz-cases";
+import { describeCase, fuzzSeed, judgeAnswer } from "./fuzz-run";
 import { type RunningServer, TOKEN, deadline, errorShapeProblems, health, postMessages, shortBody, startTinyServer, unexpectedServerErrors } from "./support";
 
 setDefaultTimeout(180_000);

@@ -4,14 +4,18 @@
  * cases marked accept, a well-formed 200), never a 5xx, never a hang; memory stays flat.
  * Replay a run with PENSIEVE_FUZZ_SEED=<seed printed below>; PENSIEVE_FUZZ_RUNS raises the count.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { heapStats } from "bun:jsc";
 import fc from "fast-check";
 import { createApp } from "../../src/app";
 import { FakeEngine } from "../support/fake-engine";
 import { FakeMemoryMonitor } from "../support/fake-memory";
-import { COUNT, type FuzzCase, MESSAGES, describeCase, fuzzCase, fuzzSeed, judgeAnswer, toRequest } from "./fuzz-cases";
+import { COUNT, type FuzzCase, MESSAGES, fuzzCase } from "./fuzz-cases";
+import { describeCase, fuzzSeed, judgeAnswer, toRequest } from "./fuzz-run";
 import { deadline, errorShapeProblems } from "./support";
+
+// In process, but thousands of cases; a loaded CI machine can be slow.
+setDefaultTimeout(120_000);
 
 const TOKEN = "fuzz-token";
 const BASE = "http://localhost";
@@ -124,6 +128,24 @@ describe("fuzz /v1/messages and count_tokens in process", () => {
       expect({ name, status: res.status }).toEqual({ name, status: 413 });
       expect(errorShapeProblems(res.status, res.headers, text)).toEqual([]);
       expect(JSON.parse(text).error.type).toBe("request_too_large");
+    }
+  });
+
+  test("large but valid bodies (under 32 MB) are answered, not hung on", async () => {
+    const { app } = makeApp();
+    const many = Array.from({ length: 100_000 }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: "x" }));
+    const blocks = Array.from({ length: 100_000 }, () => ({ type: "text", text: "y" }));
+    const cases: [string, string, unknown][] = [
+      ["100k messages", MESSAGES, { model: "m", max_tokens: 5, messages: many }],
+      ["100k blocks, count_tokens", COUNT, { model: "m", messages: [{ role: "user", content: blocks }] }],
+      ["one 20 MB string", MESSAGES, { model: "m", max_tokens: 5, stream: true, messages: [{ role: "user", content: "z".repeat(20 * MB) }] }],
+      ["a 1 MB model name", MESSAGES, { model: "m".repeat(MB), max_tokens: 5, messages: [{ role: "user", content: "hi" }] }],
+    ];
+    for (const [name, path, json] of cases) {
+      const req = new Request(BASE + path, { method: "POST", headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: JSON.stringify(json) });
+      const res = await deadline(app.handle(req), 60_000, name);
+      await deadline(res.text(), 60_000, `${name}: body`);
+      expect({ name, status: res.status }).toEqual({ name, status: 200 });
     }
   });
 

@@ -181,6 +181,8 @@ async function generate(cmd: Cmd, state: Gen): Promise<void> {
   if (what === "bad") return void out({ type: "error", id, code: "bad_request", message: "temperature out of range" });
   if (what === "internal") return void out({ type: "error", id, code: "internal", message: "metal exploded" });
   const cached = lookupCache(messages);
+  // The fake keeps the prefix (all but the last message): that much of it is newly written.
+  const created = Math.max(0, promptTokens(messages.slice(0, -1)) - cached);
   out({ type: "started", id, prompt_tokens: prompt, cached_tokens: cached });
   out({ type: "progress", id, processed: prompt, total: prompt });
   if (what === "hang") {
@@ -192,7 +194,7 @@ async function generate(cmd: Cmd, state: Gen): Promise<void> {
     writeSync(1, "this is not json\n");
     return new Promise(() => {});
   }
-  if (what === "tool" || what === "tools2" || what === "think") return toolOrThink(cmd, state, what, prompt, cached);
+  if (what === "tool" || what === "tools2" || what === "think") return toolOrThink(cmd, state, what, prompt, cached, created);
   const pieces = what === "utf8" ? ["h\u00e9", "llo \u{1F30D}", " \u4e16\u754c"] : null;
   const slow = what.startsWith("slow");
   const n = pieces ? pieces.length : slow ? maxTokens : Math.min(maxTokens, 5);
@@ -208,14 +210,14 @@ async function generate(cmd: Cmd, state: Gen): Promise<void> {
     }
   }
   const reason = state.cancelled ? "cancelled" : emitted >= maxTokens ? "length" : "stop";
-  out({ type: "done", id, finish_reason: reason, stop_sequence: null, prompt_tokens: prompt, completion_tokens: emitted, cached_tokens: cached });
+  out({ type: "done", id, finish_reason: reason, stop_sequence: null, prompt_tokens: prompt, completion_tokens: emitted, cached_tokens: cached, cache_created_tokens: created });
 }
 
 let callSeq = 0;
-async function toolOrThink(cmd: Cmd, state: Gen, what: string, prompt: number, cached: number): Promise<void> {
+async function toolOrThink(cmd: Cmd, state: Gen, what: string, prompt: number, cached: number, created: number): Promise<void> {
   const id = cmd.id;
   const done = (finish_reason: string, completion_tokens: number): void => {
-    out({ type: "done", id, finish_reason, stop_sequence: null, prompt_tokens: prompt, completion_tokens, cached_tokens: cached });
+    out({ type: "done", id, finish_reason, stop_sequence: null, prompt_tokens: prompt, completion_tokens, cached_tokens: cached, cache_created_tokens: created });
   };
   await Bun.sleep(1);
   if (state.cancelled) return done("cancelled", 0);

@@ -223,3 +223,16 @@ describe("the Claude Code fixture", () => {
     expect(g.maxTokens).toBe(32768);
   });
 });
+
+describe("hopeless prompts", () => {
+  test("a prompt that cannot fit however it tokenizes is refused before the engine sees it", () => {
+    const body = { model: "m", max_tokens: 10, messages: [{ role: "user" as const, content: "x".repeat(64 * 1000 + 64) }] };
+    expect(() => toGenerateRequest(body as never, { model: "m", supportsVision: false, contextLength: 1000, requestId: "r" })).toThrow(
+      /prompt is too long: 1001 tokens > 1000 maximum/,
+    );
+  });
+  test("a prompt that may fit goes through to the engine's exact count", () => {
+    const body = { model: "m", max_tokens: 10, messages: [{ role: "user" as const, content: "x".repeat(64 * 1000) }] };
+    expect(toGenerateRequest(body as never, { model: "m", supportsVision: false, contextLength: 1000, requestId: "r" }).messages).toHaveLength(1);
+  });
+});

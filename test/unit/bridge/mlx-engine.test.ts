@@ -65,6 +65,7 @@ describe("MlxEngine with a fake worker: start and generate", () => {
       promptTokens: started.promptTokens,
       completionTokens: 5,
       cachedTokens: 0,
+      cacheCreatedTokens: 0,
     });
   });
 
