@@ -127,12 +127,13 @@ const promptFields = {
 export const MessagesRequest = t.Object(
   {
     ...promptFields,
-    max_tokens: t.Integer({ minimum: 1, description: "Clamped to what the context can hold." }),
+    // Elysia's t.Integer accepts numeric strings; Anthropic answers 400 to `"max_tokens": "10"`.
+    max_tokens: t.Number({ minimum: 1, multipleOf: 1, description: "An integer; clamped to what the context can hold." }),
     stop_sequences: t.Optional(t.Array(t.String())),
     stream: t.Optional(t.Boolean()),
     temperature: t.Optional(t.Number({ minimum: 0, maximum: 2 })),
     top_p: t.Optional(t.Number({ minimum: 0, maximum: 1 })),
-    top_k: t.Optional(t.Integer({ minimum: 0 })),
+    top_k: t.Optional(t.Number({ minimum: 0, multipleOf: 1 })),
     metadata: t.Optional(t.Object({}, open)),
   },
   {
