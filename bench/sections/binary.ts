@@ -3,7 +3,7 @@
  * without a model load: `--version` to exit, and `serve --backend openai` (which serves even while
  * its upstream is down) to the first answer from /health. Source mode is timed alongside.
  */
-import { existsSync, mkdtempSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { SectionResult } from "../lib/report";
@@ -12,13 +12,14 @@ import { log, median, ratio, sig, stopProc, track } from "../lib/util";
 const REPO = join(import.meta.dir, "..", "..");
 
 /** `bun run build`, but into a temporary directory so a concurrent build of dist/ is not clobbered. */
-async function build(): Promise<{ path: string; seconds: number }> {
-  const out = join(mkdtempSync(join(tmpdir(), "pensieve-bench-bin-")), "pensieve");
+async function build(): Promise<{ path: string; seconds: number; dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), "pensieve-bench-bin-"));
+  const out = join(dir, "pensieve");
   const t0 = performance.now();
   const proc = Bun.spawn([process.execPath, join(REPO, "scripts", "build.ts"), "--outfile", out], { cwd: REPO, stdout: "pipe", stderr: "pipe" });
   const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
   if (code !== 0 || !existsSync(out)) throw new Error(`build failed (${code}): ${err.slice(-1500)}`);
-  return { path: out, seconds: (performance.now() - t0) / 1000 };
+  return { path: out, seconds: (performance.now() - t0) / 1000, dir };
 }
 
 async function versionMs(cmd: string[]): Promise<number> {
@@ -67,6 +68,7 @@ async function readyMs(cmd: string[]): Promise<number> {
     }
   } finally {
     await stopProc(proc);
+    rmSync(home, { recursive: true, force: true });
   }
 }
 
@@ -81,6 +83,7 @@ export async function binarySection(opts: { quick: boolean; noBuild: boolean }):
   const dist = join(REPO, "dist", "pensieve");
   let bin: string;
   let buildSeconds: number | null = null;
+  let tmpDir: string | null = null;
   if (opts.noBuild || (opts.quick && existsSync(dist))) {
     if (!existsSync(dist)) throw new Error("--no-build but dist/pensieve does not exist: run `bun run build`");
     bin = dist;
@@ -90,9 +93,18 @@ export async function binarySection(opts: { quick: boolean; noBuild: boolean }):
     const b = await build();
     bin = b.path;
     buildSeconds = b.seconds;
+    tmpDir = b.dir;
   }
+  try {
+    return await measureBinary(bin, bin === dist, buildSeconds, opts.quick);
+  } finally {
+    if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
+  }
+}
+
+async function measureBinary(bin: string, isDist: boolean, buildSeconds: number | null, quick: boolean): Promise<SectionResult> {
   const size = statSync(bin).size / 2 ** 20;
-  const n = opts.quick ? 3 : 7;
+  const n = quick ? 3 : 7;
   const source = [process.execPath, join(REPO, "src", "main.ts")];
   log("binary: --version and serve-to-ready times");
   const vBin = await medianOf(n, () => versionMs([bin]));
@@ -103,7 +115,7 @@ export async function binarySection(opts: { quick: boolean; noBuild: boolean }):
   return {
     key: "binary",
     title: "6. The binary",
-    data: { path: bin === dist ? "dist/pensieve" : "(fresh build of scripts/build.ts)", sizeMiB: sig(size), buildSeconds: buildSeconds === null ? null : sig(buildSeconds), versionMs: { binary: vBin, source: vSrc }, readyMs: { binary: rBin, source: rSrc }, readyCommand: "serve --backend openai --upstream http://127.0.0.1:1 --port 0, until GET /health answers 200" },
+    data: { path: isDist ? "dist/pensieve" : "(fresh build of scripts/build.ts)", sizeMiB: sig(size), buildSeconds: buildSeconds === null ? null : sig(buildSeconds), versionMs: { binary: vBin, source: vSrc }, readyMs: { binary: rBin, source: rSrc }, readyCommand: "serve --backend openai --upstream http://127.0.0.1:1 --port 0, until GET /health answers 200" },
     rows: [
       { figure: "Binary", measure: `size of the compiled pensieve (${process.platform}-${process.arch})`, value: `${size.toFixed(1)} MiB`, reference: "", ratio: null, target: "", met: null },
       { figure: "Binary", measure: "start to exit: pensieve --version", value: `${vBin.median.toFixed(0)} ms`, reference: `${vSrc.median.toFixed(0)} ms from source (bun src/main.ts)`, ratio: ratio(vBin.median, vSrc.median), target: "", met: null },

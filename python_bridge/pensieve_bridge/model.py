@@ -43,8 +43,9 @@ class LoadedModel:
 
         A final assistant message is a prefill: the model continues it (as Anthropic does).
         """
-        if _is_blank_assistant(messages[-1]):
+        if len(messages) > 1 and _is_blank_assistant(messages[-1]):
             # An empty final assistant turn is no prefill (Anthropic allows it): a new turn.
+            # A lone empty assistant turn stays, so the conversation is never empty.
             messages = messages[:-1]
         prefill = _prefill_of(messages)
         kwargs: dict[str, Any] = {"add_generation_prompt": prefill is None, "tokenize": True}

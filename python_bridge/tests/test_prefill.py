@@ -28,6 +28,12 @@ def test_blank_final_assistant_turn_is_no_prefill(lm):
     assert lm.render(USER + [{"role": "assistant", "content": ""}]) == lm.render(USER)
 
 
+def test_a_lone_blank_assistant_turn_still_renders(lm):
+    # Dropping it would leave no conversation at all, which templates refuse.
+    text = text_of(lm, lm.render([{"role": "assistant", "content": ""}]))
+    assert text.endswith("<|im_start|>assistant\n")
+
+
 def test_assistant_with_tool_calls_last_is_not_a_prefill(lm):
     msgs = USER + [{"role": "assistant", "content": "", "tool_calls": [
         {"id": "toolu_1", "type": "function", "function": {"name": "Bash", "arguments": {}}}]}]
