@@ -46,6 +46,8 @@ export interface AppDeps {
   memoryInfo?: () => Record<string, unknown> | Promise<Record<string, unknown>>;
   /** Serve Swagger at /swagger (default true). */
   docs?: boolean;
+  /** The memory guard (gate and headers); off only to benchmark its cost (default true). */
+  gate?: boolean;
 }
 
 /** Builds the Elysia app. Every response, errors included, passes the memory guard's header hook. */
@@ -73,12 +75,14 @@ export function createApp(deps: AppDeps) {
     })
     .use(requestId())
     .use(
-      memoryGuard({
-        monitor: deps.memory,
-        model: () => engine.model(),
-        ...(logger ? { log: logger } : {}),
-        ...(deps.onEmergency ? { onEmergency: deps.onEmergency } : {}),
-      }),
+      deps.gate === false
+        ? new Elysia({ name: "pensieve.memory" })
+        : memoryGuard({
+            monitor: deps.memory,
+            model: () => engine.model(),
+            ...(logger ? { log: logger } : {}),
+            ...(deps.onEmergency ? { onEmergency: deps.onEmergency } : {}),
+          }),
     )
     .use(hostCheck(config.allowedHosts))
     .use(cors(config.corsOrigins ?? []))

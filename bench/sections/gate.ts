@@ -9,7 +9,6 @@ import { gateAction } from "../../src/memory/gate";
 import { createMemoryMonitor } from "../../src/memory/monitor";
 import { DEFAULT_THRESHOLDS, type MemoryMonitor } from "../../src/memory/types";
 import { FakeEngine } from "../../test/support/fake-engine";
-import { createAppWithoutGate } from "../lib/gate-off-app";
 import type { SectionResult } from "../lib/report";
 import { log, median, ratio, sig } from "../lib/util";
 
@@ -77,7 +76,7 @@ export async function gateSection(opts: { quick: boolean }): Promise<SectionResu
   const apps: Record<string, Handler> = {
     on: createApp({ engine, memory: monitor, config, docs: false }),
     stub: createApp({ engine, memory: safe, config, docs: false }),
-    off: createAppWithoutGate({ engine, config }),
+    off: createApp({ engine, memory: monitor, config, docs: false, gate: false }),
   };
   try {
     log("gate: decision cost");
