@@ -3,7 +3,7 @@
  * latest.md (a Markdown table) and chart.svg. Every figure is a median over repeats and every
  * comparison runs side by side in this one run, reported as a ratio.
  *
- * Options: --quick (smoke run: tiny model only, fewer repeats), --only=gate,engines,prefix,memory,binary,
+ * Options: --quick (smoke run: tiny model only, fewer repeats, no 2-layer prefix figure), --only=gate,engines,prefix,memory,binary,
  * --no-build (time dist/pensieve instead of a fresh build), --prefix-100m (also run the prefix-cache
  * figure on the ~100M model; on a CPU-only machine its first turn can take most of an hour).
  */
@@ -18,6 +18,7 @@ import { measureModel, startContenders, stopContenders, type ModelCase } from ".
 import { gateSection } from "./sections/gate";
 import { memorySection } from "./sections/memory";
 import { measurePrefix } from "./sections/prefix";
+import { startPensieve, type Pensieve } from "./lib/servers";
 
 const REPO = join(import.meta.dir, "..");
 const RESULTS = join(import.meta.dir, "results");
@@ -50,6 +51,16 @@ async function benchModelDir(python: string): Promise<string> {
   const proc = Bun.spawn([python, join(import.meta.dir, "make_bench_model.py"), dir], { stdout: "pipe", stderr: "pipe" });
   const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
   if (code !== 0) throw new Error(`make_bench_model.py failed (${code}): ${err}`);
+  log(err.trim());
+  return dir;
+}
+
+/** The tiny model with 2 layers (bench/make_prefix_model.py), whose first turn costs real prefill. */
+async function prefixModelDir(python: string): Promise<string> {
+  const dir = join(REPO, ".pensieve", "bench-models", "prefix-2layer");
+  const proc = Bun.spawn([python, join(import.meta.dir, "make_prefix_model.py"), dir], { stdout: "pipe", stderr: "pipe" });
+  const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0) throw new Error(`make_prefix_model.py failed (${code}): ${err}`);
   log(err.trim());
   return dir;
 }
@@ -115,7 +126,11 @@ async function main(): Promise<void> {
         try {
           const tinyCase = c.label === "tiny";
           // On the ~100M model one conversation costs the better part of an hour on a CPU: no warm-up, no peer.
-          const r = await measurePrefix(c.label, k.pensieve, tinyCase ? k.peer : null, tinyCase ? (opts.quick ? 2 : 5) : 1, { warmup: tinyCase });
+          const r = await measurePrefix(c.label, k.pensieve, tinyCase ? k.peer : null, tinyCase ? (opts.quick ? 2 : 5) : 1, {
+            warmup: tinyCase,
+            // The 1-layer model prefills almost for free: its ratio is fixed costs over nearly nothing.
+            ...(tinyCase && !opts.quick ? { target: false, about: "1 layer: prefill nearly free, so turn 1 is mostly fixed costs" } : {}),
+          });
           prefix.rows.push(...r.rows);
           prefix.bars.push(...r.bars);
           prefix.notes!.push(...r.notes);
@@ -128,6 +143,24 @@ async function main(): Promise<void> {
       engines.rows.push(...failed("engines", `${c.label} model`, e).rows);
     } finally {
       if (k) await stopContenders(k);
+    }
+  }
+  // The target's figure: a 2-layer model whose first turn is real prefill work (~35 s here on a CPU).
+  if (opts.only.has("prefix") && !opts.quick) {
+    let p: Pensieve | null = null;
+    try {
+      const dir = await prefixModelDir(python);
+      log("prefix[2-layer]: starting Pensieve");
+      p = await startPensieve(dir);
+      const r = await measurePrefix("2-layer tiny", p, null, 3, { warmup: false, about: "hidden 64" });
+      prefix.rows.unshift(...r.rows);
+      prefix.bars.unshift(...r.bars);
+      prefix.notes!.push(...r.notes);
+      (prefix.data as { models: unknown[] }).models.unshift(r.data);
+    } catch (e) {
+      prefix.rows.unshift(...failed("prefix", "Prefix cache (2-layer tiny)", e).rows);
+    } finally {
+      await p?.stop();
     }
   }
   if (big && opts.only.has("prefix") && !opts.prefix100m) {

@@ -17,6 +17,7 @@ import type { Logger } from "./log";
 import { memoryGuard } from "./memory/plugin";
 import type { MemoryMonitor } from "./memory/types";
 
+/** Server settings createApp needs (cli/serve.ts maps the CLI's ServeConfig onto them). */
 export interface AppConfig {
   /** Token clients must send (x-api-key or Bearer). null disables auth. */
   token: string | null;
@@ -33,6 +34,7 @@ export interface AppConfig {
   stream?: StreamTiming;
 }
 
+/** Everything createApp is built from; tests pass fakes. */
 export interface AppDeps {
   engine: InferenceEngine;
   memory: MemoryMonitor;

@@ -1,7 +1,7 @@
 import { homedir } from "node:os";
 import { join } from "node:path";
 
-/** One serve option: a flag, its PENSIEVE_* variable, a default and its help line. */
+// One serve option: a flag, its PENSIEVE_* variable, a default and its help line.
 interface OptionSpec {
   key: keyof ServeConfig;
   flag: string;
@@ -48,7 +48,8 @@ export interface ServeConfig {
 /** The token clients send unless --token says otherwise. */
 export const DEFAULT_TOKEN = "pensieve-local-token";
 
-const PENSIEVE_HOME = process.env.PENSIEVE_HOME ?? join(homedir(), ".pensieve");
+// State directory unless --home / PENSIEVE_HOME says otherwise.
+const DEFAULT_HOME = join(homedir(), ".pensieve");
 
 /** The option table: the single source for parsing, defaults and `--help`. */
 export const SERVE_OPTIONS: OptionSpec[] = [
@@ -60,8 +61,8 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "aliases", flag: "--aliases", env: "PENSIEVE_ALIASES", kind: "string", def: "*=default", help: "model alias map, e.g. '*haiku*=small,*=default'" },
   { key: "allowedHosts", flag: "--allowed-hosts", env: "PENSIEVE_ALLOWED_HOSTS", kind: "list", def: [], help: "extra Host header names accepted besides localhost (comma-separated)" },
   { key: "corsOrigins", flag: "--cors-origins", env: "PENSIEVE_CORS_ORIGINS", kind: "list", def: [], help: "origins allowed by CORS (none by default)" },
-  { key: "home", flag: "--home", env: "PENSIEVE_HOME", kind: "string", def: PENSIEVE_HOME, help: "state directory (demo model, setup venv, logs)" },
-  { key: "logDir", flag: "--log-dir", env: "PENSIEVE_LOG_DIR", kind: "string", def: join(PENSIEVE_HOME, "logs"), help: "where emergency logs are written" },
+  { key: "home", flag: "--home", env: "PENSIEVE_HOME", kind: "string", def: DEFAULT_HOME, help: "state directory (demo model, setup venv, logs)" },
+  { key: "logDir", flag: "--log-dir", env: "PENSIEVE_LOG_DIR", kind: "string", def: undefined, help: "where emergency logs are written (default: <home>/logs)" },
   { key: "cacheLimitGb", flag: "--cache-limit-gb", env: "PENSIEVE_CACHE_LIMIT_GB", kind: "number", def: 5, help: "MLX buffer cache limit in the worker" },
   { key: "promptCacheEntries", flag: "--prompt-cache-entries", env: "PENSIEVE_PROMPT_CACHE_ENTRIES", kind: "int", def: 4, help: "prompt KV caches kept for prefix reuse (0 disables)" },
   { key: "promptCacheGb", flag: "--prompt-cache-gb", env: "PENSIEVE_PROMPT_CACHE_GB", kind: "number", def: 2, help: "bytes the prompt caches may hold, in GB" },
@@ -116,7 +117,7 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
     out[spec.key] = fromEnv !== undefined && fromEnv !== "" ? convert(spec, fromEnv) : spec.def;
   }
   for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
+    const arg = argv[i] as string;
     const eq = arg.indexOf("=");
     const name = eq > 0 ? arg.slice(0, eq) : arg;
     const spec = SERVE_OPTIONS.find((s) => s.flag === name);
@@ -126,21 +127,19 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
     if (value === undefined) throw new UsageError(`${spec.flag} needs a value`);
     out[spec.key] = convert(spec, value);
   }
+  // The log dir follows --home unless given itself.
+  out.logDir ??= join(out.home as string, "logs");
   const cfg = out as unknown as ServeConfig;
-  // --home moves the default log dir with it unless a log dir was given.
-  if (cfg.home !== PENSIEVE_HOME && !argv.some((a) => a.startsWith("--log-dir")) && !env.PENSIEVE_LOG_DIR) {
-    cfg.logDir = join(cfg.home, "logs");
-  }
-  const t = [cfg.memCautionGb, cfg.memWarningGb, cfg.memCriticalGb, cfg.memEmergencyGb];
-  if (!(t[0]! > t[1]! && t[1]! > t[2]! && t[2]! > t[3]!)) {
+  if (!(cfg.memCautionGb > cfg.memWarningGb && cfg.memWarningGb > cfg.memCriticalGb && cfg.memCriticalGb > cfg.memEmergencyGb)) {
     throw new UsageError("memory thresholds must decrease: caution > warning > critical > emergency");
   }
   if (cfg.maxBatch < 1) throw new UsageError("--max-batch must be at least 1");
   if (cfg.port > 65535) throw new UsageError("--port must be at most 65535");
   if (cfg.memoryIntervalMs < 250 || cfg.memoryIntervalMs > 500) throw new UsageError("--memory-interval-ms must be between 250 and 500");
   if (cfg.backend !== "mlx" && cfg.backend !== "openai") throw new UsageError("--backend must be 'mlx' or 'openai'");
-  if (cfg.backend === "openai" && !cfg.upstream) {
-    throw new UsageError("--backend openai needs --upstream URL");
+  // Routes alone suffice when one of them is the catch-all; createUpstreamEngine says which is missing.
+  if (cfg.backend === "openai" && !cfg.upstream && !cfg.upstreamRoutes) {
+    throw new UsageError("--backend openai needs --upstream URL (or --upstream-routes)");
   }
   return cfg;
 }

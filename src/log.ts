@@ -9,13 +9,21 @@ export interface Logger {
 const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
 type Level = keyof typeof LEVELS;
 
-/** A logger writing `time level msg {fields}` lines to stderr at or above `min`. */
-export function createLogger(min: Level = (process.env.PENSIEVE_LOG_LEVEL as Level) ?? "info"): Logger {
-  const floor = LEVELS[min] ?? LEVELS.info;
-  const write = (level: Level) => (msg: string, fields?: Record<string, unknown>) => {
-    if (LEVELS[level] < floor) return;
-    const extra = fields && Object.keys(fields).length ? ` ${JSON.stringify(fields)}` : "";
-    process.stderr.write(`${new Date().toISOString()} ${level.padEnd(5)} ${msg}${extra}\n`);
-  };
+const isLevel = (name: string): name is Level => Object.hasOwn(LEVELS, name);
+const ignore = () => {};
+
+/**
+ * A logger writing `time level msg {fields}` lines to stderr at or above `min`. An unknown
+ * name means info, so a mistyped PENSIEVE_LOG_LEVEL never silences errors.
+ */
+export function createLogger(min: string = "info"): Logger {
+  const floor = LEVELS[isLevel(min) ? min : "info"];
+  const write = (level: Level) =>
+    LEVELS[level] < floor
+      ? ignore
+      : (msg: string, fields?: Record<string, unknown>) => {
+          const extra = fields && Object.keys(fields).length ? ` ${JSON.stringify(fields)}` : "";
+          process.stderr.write(`${new Date().toISOString()} ${level.padEnd(5)} ${msg}${extra}\n`);
+        };
   return { debug: write("debug"), info: write("info"), warn: write("warn"), error: write("error") };
 }

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import memory
+from .coalesce import Coalescer
 from .errors import prompt_too_long
 from .generation import (GenerateParams, Host, TextOutput, created_tokens, parse_params,
                          plan_output, prompt_cache_for, render)
@@ -41,6 +42,7 @@ class Request:
     cached: int
     output: TextOutput
     detok: Any
+    coal: Coalescer
     t0: float = field(default_factory=time.perf_counter)
     completion: int = 0
     last_progress: int = -1
@@ -92,7 +94,7 @@ class Batch:
         req = Request(gid, uid, p, n_prompt, cached,
                       TextOutput(gid, p.stop, splitter, bool(p.enable_thinking),
                                  p.parallel_tool_calls),
-                      lm.tokenizer.detokenizer)
+                      lm.tokenizer.detokenizer, Coalescer(gid, lm.delta_window_s))
         self.by_uid[uid] = req
         host.send({"type": "started", "id": gid, "prompt_tokens": n_prompt, "cached_tokens": cached})
         self._progress(host, req, cached)
@@ -101,7 +103,12 @@ class Batch:
 
     def step(self, host: Host) -> None:
         """One BatchGenerator step: prefill chunks and/or one token for every decoder."""
+        if any(r.completion == 0 for r in self.by_uid.values()):
+            # A prefill chunk may run long: held text of the others goes out first.
+            for r in self.by_uid.values():
+                r.coal.flush(host.send)
         prompt_resps, gen_resps = self.gen.next()
+        now = time.perf_counter()
         for r in prompt_resps:
             req = self.by_uid.get(r.uid)
             if req is not None:
@@ -122,25 +129,25 @@ class Batch:
                     req.detok.finalize()
             text = req.detok.last_segment
             if r.finish_reason is not None:
-                events = req.output.feed(text) + req.output.finish()
-                for ev in events:
-                    host.send(ev)
+                req.coal.push(host.send, req.output.feed(text) + req.output.finish(), now)
                 finish = "stop_sequence" if req.output.matched is not None else r.finish_reason
                 self._finish(host, req, finish, self._keep(r.all_tokens, r.prompt_cache))
                 continue
-            for ev in req.output.feed(text):
-                host.send(ev)
+            req.coal.push(host.send, req.output.feed(text), now)
             if req.output.stop_now:
                 stop_now.append(req)
         for req in stop_now:
             finish = "stop_sequence" if req.output.matched is not None else "tool_calls"
             self._remove(host, req, finish)
+        for req in self.by_uid.values():
+            req.coal.tick(host.send, now)
 
     def fail_all(self, host: Host, error: dict) -> None:
         """A step failed: every request ends with this error (no done); a fresh generator."""
         from mlx_lm.generate import BatchGenerator
 
         for req in list(self.by_uid.values()):
+            req.coal.flush(host.send)
             host.send({**error, "id": req.gid})
         self.by_uid.clear()
         self.gen.close()
@@ -172,6 +179,7 @@ class Batch:
         except Exception as exc:  # generate_error: this request ends with an error, no done
             self.gen.remove([req.uid])
             self.by_uid.pop(req.uid, None)
+            req.coal.flush(host.send)
             host.send(WorkerError("internal", f"{type(exc).__name__}: {exc}").reply(req.gid))
             memory.clear_and_log(f"after generate id={req.gid} (error)", host.log)
             return False
@@ -188,8 +196,7 @@ class Batch:
         if finish == "cancelled":
             pass  # held-back text is dropped on cancel
         elif finish != "stop_sequence":
-            for ev in req.output.finish():
-                host.send(ev)
+            req.coal.push(host.send, req.output.finish(), time.perf_counter())
         stored = 0
         if req.uid in caches:
             cache, tokens = caches[req.uid]
@@ -208,6 +215,7 @@ class Batch:
 
     def _finish(self, host: Host, req: Request, finish: str, stored: int) -> None:
         self.by_uid.pop(req.uid, None)
+        req.coal.flush(host.send)  # held text (also of a cancelled request) before its done
         if finish == "stop" and req.output.calls > 0:
             finish = "tool_calls"
         host.send({"type": "done", "id": req.gid, "finish_reason": finish,

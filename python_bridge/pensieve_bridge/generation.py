@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
 from . import faults
+from .coalesce import Coalescer
 from .errors import WorkerError, bad_request, prompt_too_long
 from .model import LoadedModel, RenderError
 from .prompt_cache import cache_length
@@ -248,6 +249,7 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
     kwargs["prompt_cache"] = cache  # ours, so it can be kept for the next prompt
     completion, finish, tps = 0, None, 0.0
     generated: list[int] = []
+    coal = Coalescer(gid, lm.delta_window_s)
     t0 = time.perf_counter()
     # On Metal, stream_generate wires the model's memory (mx.set_wired_limit) for
     # the generation; the CPU build reports no working-set size, so it skips that.
@@ -258,15 +260,14 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
             generated.append(int(resp.token))
             if completion == 1:
                 faults.after_first_token()
+            now = time.perf_counter()
             if resp.finish_reason is not None:
                 finish = resp.finish_reason  # "stop" (EOS) or "length"
-                for ev in output.feed(resp.text) + output.finish():
-                    host.send(ev)
+                coal.push(host.send, output.feed(resp.text) + output.finish(), now)
                 if output.matched is not None:
                     finish = "stop_sequence"
                 break
-            for ev in output.feed(resp.text):
-                host.send(ev)
+            coal.push(host.send, output.feed(resp.text), now)
             if output.stop_now:
                 finish = "stop_sequence" if output.matched is not None else "tool_calls"
                 break
@@ -276,13 +277,16 @@ def run_generate(host: Host, lm: LoadedModel, msg: dict,
                 break
     except _Cancelled:
         finish = "cancelled"
+    except BaseException:
+        coal.flush(host.send)  # text already streamed comes before the error
+        raise
     finally:
         stream.close()
     if finish is None:  # the stream ended without a final response
         finish = "cancelled" if gen.cancelled else "length"
         if finish == "length":
-            for ev in output.finish():
-                host.send(ev)
+            coal.push(host.send, output.finish(), time.perf_counter())
+    coal.flush(host.send)
     if finish == "stop" and output.calls > 0:
         finish = "tool_calls"
     stored = _keep_cache(lm, ids + generated, cache)

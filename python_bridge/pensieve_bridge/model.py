@@ -10,6 +10,7 @@ from typing import Any, Optional
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from .coalesce import DEFAULT_WINDOW_S
 from .prompt_cache import GB, PromptCache
 from .toolcalls import ToolFormat, format_for
 
@@ -36,6 +37,8 @@ class LoadedModel:
     tool_format: Optional[ToolFormat] = None
     think: Optional[tuple[str, str]] = None  # (start, end) markers
     prompt_cache: PromptCache = field(default_factory=PromptCache)
+    # Text events of a generation closer together than this are joined (coalesce.py).
+    delta_window_s: float = DEFAULT_WINDOW_S
 
     def render(self, messages: list, tools: Optional[list] = None,
                enable_thinking: Optional[bool] = None) -> list[int]:

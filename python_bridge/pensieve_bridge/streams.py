@@ -11,7 +11,8 @@ import os
 import queue
 import sys
 import threading
-from typing import Any, BinaryIO, Optional
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Iterator, Optional
 
 EOF_MARK = object()
 
@@ -22,6 +23,7 @@ class ProtocolOut:
     def __init__(self, handle: BinaryIO):
         self._handle = handle
         self._lock = threading.Lock()
+        self._holding = 0  # > 0: inside held(); lines wait for its single flush
 
     def send(self, msg: dict[str, Any]) -> None:
         # ASCII-only lines (non-ASCII is \u-escaped): no chance of sending half
@@ -30,7 +32,20 @@ class ProtocolOut:
         data = (line + "\n").encode("ascii")
         with self._lock:
             self._handle.write(data)
-            self._handle.flush()
+            if not self._holding:
+                self._handle.flush()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Lines sent inside go out together, with one flush at the end (one batch step)."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if not self._holding:
+                with self._lock:
+                    self._handle.flush()
 
 
 def take_over_stdout() -> ProtocolOut:

@@ -16,10 +16,12 @@ import mlx.core as mx
 
 from . import PROTOCOL_VERSION, faults, memory
 from .batch import DEFAULT_MAX_BATCH, Batch, can_batch
+from .coalesce import DEFAULT_WINDOW_S
 from .errors import WorkerError, bad_request
 from .generation import Generation, parse_prompt, render, run_generate
 from .model import LoadedModel, load_model
 from .streams import EOF_MARK, ProtocolOut
+from .warmup import warm_up
 
 DEFAULT_CACHE_LIMIT_GB = 5.0
 # Answered at once even while a generation runs; everything else waits for it.
@@ -113,7 +115,8 @@ class Worker:
 
     def _step_batch(self) -> None:
         try:
-            self.batch.step(self)
+            with self.out.held():  # one flush for all lines of the step
+                self.batch.step(self)
         except Exception as exc:  # every request in the batch fails; the worker keeps serving
             self.log(f"[worker] batch step failed:\n{traceback.format_exc()}")
             self.batch.fail_all(self, WorkerError("internal", f"{type(exc).__name__}: {exc}").reply(None))
@@ -194,15 +197,22 @@ class Worker:
         max_batch = msg.get("max_batch", DEFAULT_MAX_BATCH)
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise bad_request("max_batch must be an integer >= 1")
+        window_ms = msg.get("coalesce_ms", DEFAULT_WINDOW_S * 1000)
+        if isinstance(window_ms, bool) or not isinstance(window_ms, (int, float)) or not 0 <= window_ms <= 60_000:
+            raise bad_request("coalesce_ms must be a number in [0, 60000]")
+        warmup = msg.get("warmup", True)
+        if not isinstance(warmup, bool):
+            raise bad_request("warmup must be a boolean")
         self.send(self.load(name, float(limit), msg.get("context_length"),
                             msg.get("prefill_step_size"), msg["id"], entries, float(pc_gb),
-                            max_batch))
+                            max_batch, window_ms / 1000, warmup))
 
     def load(self, name: str, cache_limit_gb: float, context_length: Optional[int],
              prefill_step_size: Optional[int], cmd_id: Any,
              prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
              prompt_cache_gb: float = DEFAULT_PROMPT_CACHE_GB,
-             max_batch: int = DEFAULT_MAX_BATCH) -> dict:
+             max_batch: int = DEFAULT_MAX_BATCH, delta_window_s: float = DEFAULT_WINDOW_S,
+             warmup: bool = True) -> dict:
         if self.batch is not None:
             self.batch.close()
             self.batch = None
@@ -222,9 +232,16 @@ class Worker:
             self.log(f"[worker] load failed:\n{traceback.format_exc()}")
             raise WorkerError("load_failed", f"could not load {name}: "
                               f"{type(exc).__name__}: {exc}") from exc
+        self.lm.delta_window_s = delta_window_s
         if max_batch > 1 and can_batch(self.lm.model):
             self.batch = Batch(self.lm, max_batch)
         self.lm.info["max_concurrency"] = self.batch.max_batch if self.batch else 1
+        if warmup:
+            seconds = warm_up(self.lm, self.batch, self.log)
+            if seconds is not None:
+                self.log(f"[worker] warm-up generation: {seconds:.3f}s")
+            gc.collect()
+        # The baseline after load includes the warm-up's kernels and caches.
         mem = memory.clear_and_log("after load", self.log)
         return {"type": "loaded", "id": cmd_id, **self.lm.info,
                 "cache_limit_gb": cache_limit_gb, "memory": mem}

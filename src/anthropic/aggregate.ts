@@ -8,25 +8,45 @@ import { type SseEvent, StreamConverter, type StreamConverterOptions } from "./s
 
 type Draft = ContentBlockT & { partialJson?: string };
 
+// The payload fields of Anthropic stream events that the accumulator reads.
+interface EventData {
+  type: string;
+  index?: number;
+  message?: MessageT;
+  content_block?: Draft;
+  delta?: {
+    type?: string;
+    text?: string;
+    thinking?: string;
+    signature?: string;
+    partial_json?: string;
+    stop_reason?: StopReasonT;
+    stop_sequence?: string | null;
+  };
+  usage?: Partial<UsageT>;
+}
+
 /** Applies Anthropic stream events to a Message, as the SDKs do. Also used by tests on wire output. */
 export class MessageAccumulator {
   private message: MessageT | null = null;
   private blocks: Draft[] = [];
 
+  /** Applies one event; events this class does not model (ping, error) are ignored. */
   apply(ev: SseEvent): void {
-    const d = ev.data as Record<string, any>;
+    const d = ev.data as EventData;
+    const i = d.index ?? -1;
     switch (d.type) {
       case "message_start":
-        this.message = structuredClone(d.message) as MessageT;
+        if (d.message) this.message = structuredClone(d.message);
         break;
       case "content_block_start":
-        this.blocks[d.index] = structuredClone(d.content_block) as Draft;
+        if (d.content_block) this.blocks[i] = structuredClone(d.content_block);
         break;
       case "content_block_delta":
-        this.delta(this.blocks[d.index], d.delta);
+        if (d.delta) this.delta(this.blocks[i], d.delta);
         break;
       case "content_block_stop": {
-        const b = this.blocks[d.index];
+        const b = this.blocks[i];
         if (b?.type === "tool_use" && b.partialJson !== undefined) {
           b.input = b.partialJson ? (JSON.parse(b.partialJson) as Record<string, unknown>) : {};
           delete b.partialJson;
@@ -35,20 +55,20 @@ export class MessageAccumulator {
       }
       case "message_delta":
         if (!this.message) break;
-        this.message.stop_reason = d.delta.stop_reason as StopReasonT;
-        this.message.stop_sequence = (d.delta.stop_sequence ?? null) as string | null;
-        this.message.usage = { ...this.message.usage, ...(d.usage as UsageT) };
+        this.message.stop_reason = d.delta?.stop_reason ?? null;
+        this.message.stop_sequence = d.delta?.stop_sequence ?? null;
+        this.message.usage = { ...this.message.usage, ...d.usage };
         break;
     }
   }
 
-  private delta(block: Draft | undefined, delta: Record<string, any>): void {
+  private delta(block: Draft | undefined, delta: NonNullable<EventData["delta"]>): void {
     if (!block) return;
-    if (delta.type === "text_delta" && block.type === "text") block.text += delta.text;
-    else if (delta.type === "thinking_delta" && block.type === "thinking") block.thinking += delta.thinking;
-    else if (delta.type === "signature_delta" && block.type === "thinking") block.signature = delta.signature;
+    if (delta.type === "text_delta" && block.type === "text") block.text += delta.text ?? "";
+    else if (delta.type === "thinking_delta" && block.type === "thinking") block.thinking += delta.thinking ?? "";
+    else if (delta.type === "signature_delta" && block.type === "thinking") block.signature = delta.signature ?? "";
     else if (delta.type === "input_json_delta" && block.type === "tool_use")
-      block.partialJson = (block.partialJson ?? "") + delta.partial_json;
+      block.partialJson = (block.partialJson ?? "") + (delta.partial_json ?? "");
   }
 
   /** The message so far (content in index order). Throws if message_start never came. */
@@ -71,7 +91,7 @@ export async function aggregate(events: AsyncIterable<EngineEvent>, opts: Stream
   return acc.result();
 }
 
-/** Synchronous variant for a list of events (handy in tests and the JSON route). */
+/** Synchronous variant for a list of events (tests fold scripted events with it). */
 export function aggregateEvents(events: readonly EngineEvent[], opts: StreamConverterOptions): MessageT {
   const conv = new StreamConverter(opts);
   const acc = new MessageAccumulator();

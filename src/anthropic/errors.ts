@@ -12,6 +12,7 @@ import {
   PromptTooLongError,
   WorkerCrashedError,
 } from "../engine/errors";
+import { clampRetryAfter } from "../engine/retry";
 
 export type AnthropicErrorType =
   | "invalid_request_error"
@@ -31,14 +32,12 @@ export interface AnthropicErrorBody {
   request_id: string | null;
 }
 
+/** An error as the HTTP layer sends it: status, body, extra headers. */
 export interface MappedError {
   status: number;
   body: AnthropicErrorBody;
   headers: Record<string, string>;
 }
-
-/** Retry hints are capped: Claude Code and the SDKs honour retry-after, and we promise <= 60 s. */
-export const MAX_RETRY_AFTER_SECONDS = 60;
 
 /** An error that already knows its HTTP status and Anthropic error type. */
 export class HttpError extends Error {
@@ -53,30 +52,35 @@ export class HttpError extends Error {
   }
 }
 
+/** 400 `invalid_request_error`. */
 export class InvalidRequestError extends HttpError {
   constructor(message: string) {
     super(400, "invalid_request_error", message);
   }
 }
 
+/** 401 `authentication_error`: a missing or wrong token. */
 export class AuthenticationError extends HttpError {
   constructor(message = "invalid x-api-key") {
     super(401, "authentication_error", message);
   }
 }
 
+/** 403 `permission_error` (e.g. a Host header that is not allowed). */
 export class PermissionError extends HttpError {
   constructor(message: string) {
     super(403, "permission_error", message);
   }
 }
 
+/** 404 `not_found_error`. */
 export class NotFoundApiError extends HttpError {
   constructor(message = "Not found") {
     super(404, "not_found_error", message);
   }
 }
 
+/** 413 `request_too_large`, with the limit in the message. */
 export class RequestTooLargeError extends HttpError {
   constructor(maxBytes: number) {
     super(413, "request_too_large", `Request exceeds the maximum allowed number of bytes (${maxBytes}).`);
@@ -84,8 +88,7 @@ export class RequestTooLargeError extends HttpError {
 }
 
 function retryHeaders(seconds: number): Record<string, string> {
-  const s = Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Math.ceil(seconds)));
-  return { "retry-after": String(s), "x-should-retry": "true" };
+  return { "retry-after": String(clampRetryAfter(seconds)), "x-should-retry": "true" };
 }
 
 /** 529: too much queued work. Carries retry-after and x-should-retry so clients back off. */
@@ -102,14 +105,6 @@ export class ServiceUnavailableError extends HttpError {
   }
 }
 
-/** Builds the memory gate's 503, naming memory and the GB available. */
-export function memoryUnavailableError(availableGb: number, retryAfterSeconds = 10): ServiceUnavailableError {
-  return new ServiceUnavailableError(
-    `Insufficient memory to serve this request: ${availableGb.toFixed(2)} GB available. Retry later.`,
-    retryAfterSeconds,
-  );
-}
-
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /** A random id in Anthropic's style, e.g. `req_011CV...` (prefix + 24 base62 characters). */
@@ -120,13 +115,15 @@ export function newId(prefix: string): string {
   return out;
 }
 
+/** A `req_...` id for one request. */
 export const newRequestId = (): string => newId("req_");
 
+/** Anthropic's error body; also the payload of a stream's `event: error`. */
 export function errorBody(type: AnthropicErrorType, message: string, requestId: string | null): AnthropicErrorBody {
   return { type: "error", error: { type, message }, request_id: requestId };
 }
 
-/** "messages/0/role" (JSON pointer) -> "messages.0.role", the way Anthropic names fields. */
+// "messages/0/role" (JSON pointer) -> "messages.0.role", the way Anthropic names fields.
 function fieldPath(pointer: string): string {
   return pointer.replace(/^\//, "").replaceAll("/", ".");
 }
@@ -152,9 +149,8 @@ export function mapError(err: unknown, requestId: string | null): MappedError {
   if (err instanceof ValidationError) return build(400, "invalid_request_error", validationMessage(err));
   if (err instanceof ParseError) return build(400, "invalid_request_error", "Invalid request body: malformed JSON");
   if (err instanceof NotFoundError) return build(404, "not_found_error", "Not found");
-  if (err instanceof PromptTooLongError)
-    return build(400, "invalid_request_error", `prompt is too long: ${err.promptTokens} tokens > ${err.maxTokens} maximum`);
-  if (err instanceof EngineBadRequestError) return build(400, "invalid_request_error", err.message);
+  // PromptTooLongError's message is Anthropic's wording already ("prompt is too long: N tokens > M maximum").
+  if (err instanceof PromptTooLongError || err instanceof EngineBadRequestError) return build(400, "invalid_request_error", err.message);
   if (err instanceof EngineOverloadedError)
     return build(529, "overloaded_error", err.message || "Overloaded", retryHeaders(err.retryAfterSeconds));
   if (err instanceof EngineTimeoutError)
@@ -164,12 +160,4 @@ export function mapError(err: unknown, requestId: string | null): MappedError {
   if (err instanceof EngineUpstreamFailureError) return build(502, "api_error", err.message);
   const message = err instanceof Error && err.message ? `Internal server error: ${err.message}` : "Internal server error";
   return build(500, "api_error", message);
-}
-
-/** A ready Response for an error, for code that answers outside the global onError. */
-export function errorResponse(err: unknown, requestId: string | null): Response {
-  const { status, body, headers } = mapError(err, requestId);
-  const h: Record<string, string> = { "content-type": "application/json", ...headers };
-  if (requestId) h["request-id"] = requestId;
-  return new Response(JSON.stringify(body), { status, headers: h });
 }

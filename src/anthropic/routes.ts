@@ -4,15 +4,17 @@
  */
 import { Elysia, sse } from "elysia";
 import type { EngineEvent, GenerateRequest, InferenceEngine } from "../engine/types";
+import { requestIdOf } from "../http/request-id";
 import type { Logger } from "../log";
 import { emergencySignalOf } from "../memory/plugin";
 import { aggregate } from "./aggregate";
 import { type AliasRule, CLAUDE_MODEL_ID, listedModelIds, resolveModel } from "./aliases";
-import { mapError, newId } from "./errors";
+import { mapError, newId, newRequestId } from "./errors";
 import { anthropicModels, type MessagesRequestT, MessagesQuery, type ModelInfoT } from "./schemas";
 import { errorEvent, type SseEvent, StreamConverter } from "./stream";
 import { thinkingOmitted, toGenerateRequest, toPromptInput, type TranslateOptions } from "./translate";
 
+/** SSE timing: how long to hold the status open, and how often to ping. */
 export interface StreamTiming {
   /** Wait this long for the engine's first event before committing to the stream, so that
    *  refusals (prompt too long, overloaded) still get a JSON status. Default 2000. */
@@ -22,6 +24,7 @@ export interface StreamTiming {
   pingIntervalMs?: number;
 }
 
+/** What the Anthropic routes are built from. */
 export interface AnthropicRoutesDeps {
   engine: InferenceEngine;
   aliases: readonly AliasRule[];
@@ -32,7 +35,10 @@ export interface AnthropicRoutesDeps {
 
 const TICK = Symbol("tick");
 
-/** Resolves with the promise's value, or TICK after `ms` (never, if ms is not finite). */
+// An OpenAPI reference to one of the models registered with `.model()`.
+const schemaRef = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+
+// Resolves with the promise's value, or TICK after `ms` (never, if ms is not finite).
 function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TICK> {
   if (!Number.isFinite(ms)) return p;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -40,7 +46,7 @@ function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TICK> {
   return Promise.race([p, tick]).finally(() => clearTimeout(timer));
 }
 
-/** Aborts `ac` when the client leaves or the emergency shutdown ends open work; returns the unlink. */
+// Aborts `ac` when the client leaves or the emergency shutdown ends open work; returns the unlink.
 function linkAbort(ac: AbortController, request: Request): () => void {
   const signals = [request.signal, emergencySignalOf(request)].filter((s): s is AbortSignal => !!s);
   const abort = () => ac.abort();
@@ -53,11 +59,7 @@ function linkAbort(ac: AbortController, request: Request): () => void {
   };
 }
 
-const headerId = (set: { headers: Record<string, unknown> }) => {
-  const id = set.headers["request-id"];
-  return typeof id === "string" ? id : newId("req_");
-};
-
+/** POST /v1/messages (JSON and SSE), POST /v1/messages/count_tokens, GET /v1/models[/:id]. */
 export function anthropicRoutes(deps: AnthropicRoutesDeps) {
   const { engine, aliases, clock, logger } = deps;
   const headStartMs = deps.stream?.headStartMs ?? 2000;
@@ -158,10 +160,11 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
     return { type: "model", id, display_name: display, created_at: createdAt };
   }
 
+  const errorDoc = (description: string) => ({ description, content: { "application/json": { schema: schemaRef("ErrorResponse") } } });
   const errors = {
-    400: { description: "invalid_request_error (also: prompt is too long)", content: { "application/json": { schema: { $ref: "#/components/schemas/ErrorResponse" } } } },
-    401: { description: "authentication_error", content: { "application/json": { schema: { $ref: "#/components/schemas/ErrorResponse" } } } },
-    529: { description: "overloaded_error, with retry-after", content: { "application/json": { schema: { $ref: "#/components/schemas/ErrorResponse" } } } },
+    400: errorDoc("invalid_request_error (also: prompt is too long)"),
+    401: errorDoc("authentication_error"),
+    529: errorDoc("overloaded_error, with retry-after"),
   };
 
   return new Elysia({ name: "pensieve.anthropic" })
@@ -169,7 +172,7 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
     .post(
       "/v1/messages",
       async function* ({ body, request, set }) {
-        const requestId = headerId(set);
+        const requestId = requestIdOf(set) ?? newRequestId();
         const req = toGenerateRequest(body, { ...translateOptions(body.model), requestId });
         if (!body.stream) return await jsonMessage(body, req, request);
         // Anthropic's content type; Elysia would otherwise send plain text/event-stream.
@@ -189,8 +192,8 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
             200: {
               description: "A Message, or an SSE stream of StreamEvent payloads",
               content: {
-                "application/json": { schema: { $ref: "#/components/schemas/Message" } },
-                "text/event-stream": { schema: { $ref: "#/components/schemas/StreamEvent" } },
+                "application/json": { schema: schemaRef("Message") },
+                "text/event-stream": { schema: schemaRef("StreamEvent") },
               },
             },
             ...errors,
@@ -216,7 +219,7 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
           summary: "Count tokens",
           description: "Exact count with the model's own tokenizer and chat template (with an OpenAI upstream lacking a tokenizer, an estimate labelled by the x-pensieve-token-count header).",
           responses: {
-            200: { description: "Token count", content: { "application/json": { schema: { $ref: "#/components/schemas/CountTokensResponse" } } } },
+            200: { description: "Token count", content: { "application/json": { schema: schemaRef("CountTokensResponse") } } },
             ...errors,
           },
         },
@@ -233,7 +236,7 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
           tags: ["Anthropic"],
           summary: "List models",
           description: `The served model, also as "${CLAUDE_MODEL_ID}" and under each exact alias.`,
-          responses: { 200: { description: "Models", content: { "application/json": { schema: { $ref: "#/components/schemas/ModelList" } } } } },
+          responses: { 200: { description: "Models", content: { "application/json": { schema: schemaRef("ModelList") } } } },
         },
       },
     )
@@ -242,7 +245,7 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
         tags: ["Anthropic"],
         summary: "Get a model",
         description: "Any name resolves through the alias map to the served model; the id is echoed.",
-        responses: { 200: { description: "Model", content: { "application/json": { schema: { $ref: "#/components/schemas/ModelInfo" } } } } },
+        responses: { 200: { description: "Model", content: { "application/json": { schema: schemaRef("ModelInfo") } } } },
       },
     });
 }

@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import type { EngineEvent, FinishReason } from "../engine/types";
-import type { AnthropicErrorType } from "./errors";
+import { type AnthropicErrorType, errorBody } from "./errors";
 import type { StopReasonT, UsageT } from "./schemas";
 
 /** One SSE event: `event:` line plus JSON `data:` payload (whose `type` repeats the event). */
@@ -14,6 +14,7 @@ export interface SseEvent {
   data: { type: string } & Record<string, unknown>;
 }
 
+/** One message's identity, and how its thinking is shown. */
 export interface StreamConverterOptions {
   /** msg_... */
   messageId: string;
@@ -58,11 +59,12 @@ export function thinkingSignature(text: string): string {
   return "pensieve1:" + createHash("sha256").update(text).digest("base64");
 }
 
+/** `event: error`, for a failure after the stream has started; its data is Anthropic's error body. */
 export function errorEvent(type: AnthropicErrorType, message: string, requestId: string | null = null): SseEvent {
-  return { event: "error", data: { type: "error", error: { type, message }, request_id: requestId } };
+  return { event: "error", data: { ...errorBody(type, message, requestId) } };
 }
 
-export const pingEvent = (): SseEvent => ({ event: "ping", data: { type: "ping" } });
+const pingEvent = (): SseEvent => ({ event: "ping", data: { type: "ping" } });
 
 /** Characters per input_json_delta; Anthropic streams a call's input in pieces, and clients join them. */
 export const JSON_FRAGMENT_CHARS = 48;

@@ -10,9 +10,10 @@ import type { ContentBlockParamT, CountTokensRequestT, MessageParamT, MessagesRe
 /** Claude Code's first system block; it changes every session and would defeat prefix reuse. */
 export const BILLING_HEADER_PREFIX = "x-anthropic-billing-header:";
 
-/** How text blocks of one message (or system) are joined. */
+// How text blocks of one message (or system) are joined.
 const BLOCK_JOIN = "\n\n";
 
+/** Per-request facts the translation needs beyond the request body. */
 export interface TranslateOptions {
   /** The target the alias map resolved. */
   model: string;
@@ -199,7 +200,7 @@ export function toGenerateRequest(req: MessagesRequestT, opts: TranslateOptions 
   return out;
 }
 
-/** Anthropic tool_choice in engine terms; undefined leaves the default (auto). */
+// Anthropic tool_choice in engine terms; undefined leaves the default (auto).
 function toolChoice(c: MessagesRequestT["tool_choice"]): ToolChoice | undefined {
   switch (c?.type) {
     case "any":
@@ -213,13 +214,11 @@ function toolChoice(c: MessagesRequestT["tool_choice"]): ToolChoice | undefined 
   }
 }
 
-/** No tokenizer averages this many characters per token over a whole prompt. */
+// No tokenizer averages this many characters per token over a whole prompt.
 const MAX_CHARS_PER_TOKEN = 64;
 
-/**
- * Refuse a prompt that cannot fit however it tokenizes, before the worker spends seconds and
- * gigabytes tokenizing megabytes of it. The count given is a lower bound.
- */
+// Refuse a prompt that cannot fit however it tokenizes, before the worker spends seconds and
+// gigabytes tokenizing megabytes of it. The count given is a lower bound.
 function refuseHopeless(input: PromptInput, contextLength: number): void {
   let chars = input.tools ? JSON.stringify(input.tools).length : 0;
   for (const m of input.messages) {

@@ -2,7 +2,7 @@
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 
-/** Directories never shipped: the pytest suite and interpreter caches. */
+// Directories never shipped: the pytest suite and interpreter caches.
 const SKIP_DIRS = new Set(["tests", "test", "__pycache__"]);
 
 function isShipped(name: string): boolean {

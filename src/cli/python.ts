@@ -23,7 +23,7 @@ export function sourceRoot(): string | undefined {
  * Pick the interpreter that runs the bridge: --python, then `pensieve setup`'s venv,
  * then a repository `.venv` (the source tree's, then the working directory's).
  */
-export function resolvePython(explicit: string | undefined, home: string): { python: string; tried: string[] } | { python: undefined; tried: string[] } {
+export function resolvePython(explicit: string | undefined, home: string): { python: string | undefined; tried: string[] } {
   if (explicit) return { python: explicit, tried: [explicit] };
   const candidates = [venvPython(setupVenvDir(home))];
   const root = sourceRoot();

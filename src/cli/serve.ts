@@ -8,13 +8,12 @@ import { setupMemorySafety } from "../lifecycle/memory-safety";
 import { createMemoryRelief } from "../lifecycle/relief";
 import { createLogger, type Logger } from "../log";
 import { createMemoryMonitor } from "../memory/monitor";
-import { createUpstreamEngine, splitUpstream } from "../upstream";
-import { UpstreamKvPoller, withKvPressure } from "../upstream/kv-pressure";
+import { createUpstreamEngine, splitUpstream, UpstreamKvPoller, withKvPressure } from "../upstream";
 import { DEMO_MODEL_ID, ensureDemoModel } from "./demo-model";
 import { resolvePython } from "./python";
 
-/** Bun's own cap would answer a bare, header-less 413; the app enforces 32 MB itself, from
- *  content-length before reading and while reading a chunked body, so Bun's cap is lifted. */
+// Bun's own cap would answer a bare, header-less 413; the app enforces 32 MB itself, from
+// content-length before reading and while reading a chunked body, so Bun's cap is lifted.
 const BUN_MAX_BODY_BYTES = Number.MAX_SAFE_INTEGER;
 
 async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<MlxEngine> {
@@ -62,11 +61,11 @@ function describeModel(m: ModelInfo | null, cfg: ServeConfig): string {
 
 /** `pensieve serve`: load the model, listen, print one line, and shut down cleanly on signals. */
 export async function runServe(cfg: ServeConfig, version: string): Promise<void> {
-  const log = createLogger();
+  const log = createLogger(process.env.PENSIEVE_LOG_LEVEL);
   const engine: InferenceEngine =
     cfg.backend === "openai"
       ? createUpstreamEngine({
-          upstream: cfg.upstream ?? "",
+          ...(cfg.upstream ? { upstream: cfg.upstream } : {}),
           ...(cfg.upstreamKey ? { apiKey: cfg.upstreamKey } : {}),
           ...(cfg.upstreamRoutes ? { routes: cfg.upstreamRoutes } : {}),
           logger: log,
@@ -88,7 +87,6 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
   // The upstream's KV-cache pressure raises the gate's level; the local monitor stays the source of GB figures.
   const monitor = kvPoller ? withKvPressure(localMonitor, kvPoller) : localMonitor;
 
-  let server: ReturnType<typeof Bun.serve> | undefined;
   const safety = setupMemorySafety({
     monitor,
     engine,
@@ -110,7 +108,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     log.warn("upstream not reachable at start; serving 503 until it is", { error: String(err) });
   }
 
-  // Issue 5 (agent helper): prompt caches are given up first under memory pressure.
+  // Prompt caches are given up first under memory pressure, before the gate refuses anything.
   const relief = createMemoryRelief({ monitor, engine, log });
   relief.start();
 
@@ -129,7 +127,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     memoryInfo: safety.memoryInfo,
   });
 
-  server = Bun.serve({
+  const server = Bun.serve({
     hostname: cfg.host,
     port: cfg.port,
     fetch: (req) => app.handle(req),
@@ -155,7 +153,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     stopping = true;
     log.info(`${signal}: shutting down`);
     safety.state.stopAccepting(signal);
-    server?.stop(false);
+    server.stop(false);
     monitor.stop();
     relief.stop();
     kvPoller?.stop();
@@ -165,5 +163,6 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
   process.on("SIGINT", () => void graceful("SIGINT"));
   process.on("SIGTERM", () => void graceful("SIGTERM"));
   // The model name is shown by basename in logs only.
-  log.debug("ready", { model: engine.model()?.path ? basename(engine.model()!.path) : null });
+  const path = engine.model()?.path;
+  log.debug("ready", { model: path ? basename(path) : null });
 }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { setupVenvDir } from "./python";
 
-/** Run a command, streaming its output to our stderr with a prefix so progress stays visible. */
+// Run a command, streaming its output to our stderr with a prefix so progress stays visible.
 async function run(cmd: string[], label: string): Promise<void> {
   process.stderr.write(`[setup] ${label}\n`);
   const proc = Bun.spawn(cmd, { stdout: "inherit", stderr: "inherit", stdin: "ignore" });

@@ -20,10 +20,8 @@ function isObjectSchema(value: unknown): value is { type: "object"; properties: 
     && typeof (value as { properties?: unknown }).properties === "object";
 }
 
-/**
- * Elysia 1.4 keeps schemas declared by `guard()` in `standaloneValidator`, which
- * @elysiajs/swagger 1.3 does not read; fold them into the route's own hooks.
- */
+// Elysia 1.4 keeps schemas declared by `guard()` in `standaloneValidator`, which
+// @elysiajs/swagger 1.3 does not read; fold them into the route's own hooks.
 function withGuardSchemas(hooks: Hooks | undefined): Hooks {
   const merged: Hooks = { ...hooks };
   const guards = Array.isArray(hooks?.standaloneValidator) ? (hooks.standaloneValidator as Hooks[]) : [];

@@ -1,4 +1,4 @@
-/** Minimal HTML escaping for text placed in the docs page. */
+// Minimal HTML escaping for text placed in the docs page.
 function escapeHtml(text: string): string {
   return text
     .replaceAll("&", "&amp;")

@@ -26,10 +26,10 @@ export interface ToolSpec {
   function: { name: string; description?: string; parameters: Record<string, unknown> };
 }
 
-/** What to render: shared by generate and count_tokens. */
-/** Which tools the model may or must call (Anthropic's tool_choice, in engine terms). */
+/** Which tools the model may or must call: any, none, at least one, or the named one. */
 export type ToolChoice = "auto" | "none" | "required" | { name: string };
 
+/** What to render: shared by generate and count_tokens. */
 export interface PromptInput {
   /** The target the alias map resolved; single-model engines ignore it, routers use it. */
   model?: string;
@@ -88,6 +88,7 @@ export interface ModelInfo {
   kvBytesPerToken: number;
 }
 
+/** MLX's allocator figures in GB: live arrays, the buffer cache, and the peak since start. */
 export interface MlxMemory {
   activeGb: number;
   cacheGb: number;
@@ -108,6 +109,7 @@ export interface PromptCacheStats {
   tokensReused: number;
 }
 
+/** What /health and the emergency log show about the engine. */
 export interface EngineStats {
   state: EngineState;
   model: ModelInfo | null;

@@ -38,8 +38,8 @@ export const MAX_JSON_DEPTH = 256;
 export function jsonDepth(value: unknown, limit = MAX_JSON_DEPTH): number {
   let max = 0;
   const stack: Array<[unknown, number]> = [[value, 1]];
-  while (stack.length) {
-    const [v, d] = stack.pop()!;
+  for (let top = stack.pop(); top; top = stack.pop()) {
+    const [v, d] = top;
     if (v === null || typeof v !== "object") continue;
     if (d > max) max = d;
     if (max > limit) return max;

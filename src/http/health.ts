@@ -1,6 +1,7 @@
 import { Elysia, t } from "elysia";
 import type { EngineStats, InferenceEngine } from "../engine/types";
 
+/** What /health reads. */
 export interface HealthDeps {
   engine: InferenceEngine;
   version: string;

@@ -19,6 +19,7 @@ export interface LoggedSample {
   detail?: Record<string, number>;
 }
 
+/** How one shutdown step went. */
 export interface StepOutcome {
   step: string;
   ok: boolean;

@@ -45,6 +45,7 @@ export interface EmergencyDeps {
   now?: () => Date;
 }
 
+/** The idempotent shutdown sequence, once built. */
 export interface EmergencyShutdown {
   /** Run the sequence once; later calls return the same promise and do nothing else. */
   trigger(reason: string): Promise<void>;

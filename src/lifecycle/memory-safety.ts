@@ -5,6 +5,7 @@ import { memoryInfo, type MemoryHealthFields } from "../memory/health";
 import type { SampledMemoryMonitor } from "../memory/monitor";
 import { createEmergencyShutdown, type EmergencyDeps, type EmergencyShutdown } from "./emergency";
 
+/** What serve passes to wire memory safety together. */
 export interface MemorySafetyOptions {
   monitor: SampledMemoryMonitor;
   engine: Pick<InferenceEngine, "clearCache" | "stop" | "stats">;
@@ -21,6 +22,7 @@ export interface MemorySafetyOptions {
   onTrigger?: (reason: string) => void;
 }
 
+/** The wired pieces, for createApp and the signal handlers. */
 export interface MemorySafety {
   state: GuardState;
   shutdown: EmergencyShutdown;

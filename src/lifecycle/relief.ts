@@ -17,6 +17,7 @@ export function reliefFor(status: MemoryStatus): ReliefLevel {
   return status === "caution" ? "trim" : "drop";
 }
 
+/** What memory relief reads and acts on. */
 export interface MemoryReliefOptions {
   monitor: Pick<MemoryMonitor, "checkStatus">;
   engine: Pick<InferenceEngine, "relieveMemory">;
@@ -25,6 +26,7 @@ export interface MemoryReliefOptions {
   intervalMs?: number;
 }
 
+/** Handle on the relief poller. */
 export interface MemoryRelief {
   /** Reads the status once and relieves if it got worse; resolves when the engine has answered. */
   check(): Promise<void>;
@@ -35,6 +37,7 @@ export interface MemoryRelief {
   applied(): ReliefLevel;
 }
 
+/** Builds the relief poller; nothing runs until start() or check(). */
 export function createMemoryRelief(opts: MemoryReliefOptions): MemoryRelief {
   let applied: ReliefLevel = "none";
   let chain: Promise<void> = Promise.resolve();

@@ -19,9 +19,9 @@ export interface VmPageCounts {
   speculativeCount: number;
 }
 
-/** Byte offsets in struct vm_statistics64 (mach/vm_statistics.h); sizeof = 152, aligned 8. */
+// Byte offsets in struct vm_statistics64 (mach/vm_statistics.h); sizeof = 152, aligned 8.
 const VM64 = { free: 0, active: 4, inactive: 8, wire: 12, speculative: 92, size: 152 } as const;
-/** HOST_VM_INFO64 flavor and its count in integer_t units (152 / 4). */
+// HOST_VM_INFO64 flavor and its count in integer_t units (152 / 4).
 const HOST_VM_INFO64 = 4;
 const HOST_VM_INFO64_COUNT = VM64.size / 4;
 
@@ -73,7 +73,7 @@ interface DarwinKernel {
   pressureLevel(): number;
 }
 
-/** Bind libSystem through bun:ffi. Throws when FFI or the symbols are unavailable. */
+// Bind libSystem through bun:ffi. Throws when FFI or the symbols are unavailable.
 async function bindKernel(): Promise<DarwinKernel> {
   const { dlopen, FFIType } = await import("bun:ffi");
   const lib = dlopen("/usr/lib/libSystem.B.dylib", {

@@ -1,7 +1,7 @@
 import { ServiceUnavailableError } from "../anthropic/errors";
 import type { ModelInfo } from "../engine/types";
 import { InflightRegistry } from "../lifecycle/inflight";
-import { BYTES_PER_GB, classify, severity } from "./levels";
+import { BYTES_PER_GB, classify, formatGb as gb, severity } from "./levels";
 import type { MemoryMonitor, MemoryStatus } from "./types";
 
 /** Default retry hint for memory refusals; memory rarely frees up in under a few seconds. */
@@ -24,8 +24,6 @@ export function gateAction(status: MemoryStatus): GateAction {
       return "emergency";
   }
 }
-
-const gb = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : "unknown");
 
 /** The 503 for Critical: names memory and the GB available. */
 export function lowMemoryError(availableGb: number, criticalGb: number, retryAfterSeconds = DEFAULT_MEMORY_RETRY_AFTER_SECONDS) {

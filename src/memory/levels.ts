@@ -3,6 +3,11 @@ import { DEFAULT_THRESHOLDS, type MemoryStatus, type MemoryThresholds } from "./
 /** Bytes in one "GB" as Pensieve reports it (GiB, as macOS and free(1) -h count). */
 export const BYTES_PER_GB = 1024 ** 3;
 
+/** GB with two decimals, or "unknown" before the first reading (NaN). */
+export function formatGb(gb: number): string {
+  return Number.isFinite(gb) ? gb.toFixed(2) : "unknown";
+}
+
 /** Statuses from best to worst; the index is the severity. */
 export const STATUS_ORDER: readonly MemoryStatus[] = ["safe", "caution", "warning", "critical", "emergency"];
 
@@ -95,10 +100,9 @@ export class LevelTracker {
     // Step down only as far as the worst reading of the streak allows.
     this.pending = this.streak === 0 ? candidate : worse(this.pending, candidate);
     this.streak += 1;
-    if (this.streak >= this.opts.samples) {
-      this.current = this.pending;
-      this.streak = 0;
-    }
-    return this.current!;
+    if (this.streak < this.opts.samples) return cur;
+    this.current = this.pending;
+    this.streak = 0;
+    return this.pending;
   }
 }

@@ -37,6 +37,7 @@ export function cgroupAncestors(cgroupRoot: string, cgPath: string): string[] {
   return dirs;
 }
 
+/** Where the Linux source reads from (tests point it at a fake tree). */
 export interface LinuxSourceOptions {
   /** Default /proc; tests point it at a fake tree. */
   procRoot?: string;

@@ -22,6 +22,7 @@ export interface MemorySample {
 
 export type EmergencyHandler = (reason: string, sample: MemorySample) => void;
 
+/** Settings for createMemoryMonitor; every field has a default. */
 export interface MemoryMonitorConfig {
   /** A source, or a `--memory-source` spec ("auto", "linux", "darwin", "file:PATH"). Default auto. */
   source?: MemorySource | string;

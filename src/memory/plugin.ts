@@ -19,6 +19,7 @@ import {
   shuttingDownMessage,
   type GuardState,
 } from "./gate";
+import { formatGb } from "./levels";
 import type { MemoryMonitor } from "./types";
 
 /** Options for the memory guard plugin. */
@@ -50,11 +51,6 @@ const entries = new WeakMap<Request, InflightEntry>();
 // Entries whose handler returned a generator: they leave the registry when it ends.
 const wrapped = new WeakSet<InflightEntry>();
 
-/** The in-flight entry the guard registered for this request, if it is an admitted inference request. */
-export function inflightEntryOf(request: Request): InflightEntry | undefined {
-  return entries.get(request);
-}
-
 /** Aborted when the emergency shutdown ends open work; routes may pass it to the engine. */
 export function emergencySignalOf(request: Request): AbortSignal | undefined {
   return entries.get(request)?.controller.signal;
@@ -64,11 +60,9 @@ function isAsyncGenerator(v: unknown): v is AsyncGenerator<unknown, unknown, unk
   return !!v && typeof (v as AsyncGenerator).next === "function" && typeof (v as AsyncGenerator)[Symbol.asyncIterator] === "function";
 }
 
-/**
- * Pass a handler's generator through; when the emergency shutdown aborts the entry, end an
- * SSE stream with one `event: error` (or fail with a 503 if nothing was sent yet), so clients
- * see an error instead of a hang. Unregisters when done.
- */
+// Pass a handler's generator through; when the emergency shutdown aborts the entry, end an
+// SSE stream with one `event: error` (or fail with a 503 if nothing was sent yet), so clients
+// see an error instead of a hang. Unregisters when done.
 async function* guardStream(inner: AsyncGenerator<unknown>, entry: InflightEntry, done: () => void, requestId: string) {
   const signal = entry.controller.signal;
   const aborted = new Promise<"aborted">((resolve) => {
@@ -113,7 +107,7 @@ export function memoryGuard(opts: MemoryGuardOptions) {
   const log = opts.log ?? createLogger();
 
   const refuse = (set: { status?: number | string; headers: Record<string, unknown> }, err: HttpError) => {
-    const { status, body, headers } = mapError(err, requestIdOf(set as { headers: Record<string, unknown> }));
+    const { status, body, headers } = mapError(err, requestIdOf(set));
     set.status = status;
     Object.assign(set.headers, headers);
     return body;
@@ -123,8 +117,7 @@ export function memoryGuard(opts: MemoryGuardOptions) {
     .onRequest(({ set }) => {
       // Two header writes from the last sample: no syscall, no allocation beyond the strings.
       set.headers[MEMORY_STATUS_HEADER] = monitor.checkStatus();
-      const gb = monitor.availableGb();
-      set.headers[AVAILABLE_GB_HEADER] = Number.isFinite(gb) ? gb.toFixed(2) : "unknown";
+      set.headers[AVAILABLE_GB_HEADER] = formatGb(monitor.availableGb());
     })
     .onBeforeHandle({ as: "global" }, ({ request, path, set, body }) => {
       if (!isInference(request.method, path)) return;
@@ -132,12 +125,12 @@ export function memoryGuard(opts: MemoryGuardOptions) {
       if (stopReason !== null) return refuse(set, shuttingDownError(stopReason, retryAfter));
       const status = monitor.checkStatus();
       const available = monitor.availableGb();
-      const requestId = requestIdOf(set) ?? "";
+      const requestId = requestIdOf(set) ?? newRequestId();
       switch (gateAction(status)) {
         case "emergency": {
           const err = emergencyMemoryError(available, retryAfter);
           log.error("memory gate: Emergency, refusing and starting the emergency shutdown", { requestId, availableGb: available });
-          opts.onEmergency?.(`memory emergency seen by the gate: ${Number.isFinite(available) ? available.toFixed(2) : "unknown"} GB available`);
+          opts.onEmergency?.(`memory emergency seen by the gate: ${formatGb(available)} GB available`);
           return refuse(set, err);
         }
         case "reject":
@@ -159,7 +152,7 @@ export function memoryGuard(opts: MemoryGuardOptions) {
           return refuse(set, err);
         }
       }
-      entries.set(request, state.inflight.register(requestId || newRequestId(), `${request.method} ${path}`));
+      entries.set(request, state.inflight.register(requestId, `${request.method} ${path}`));
     })
     .onAfterHandle({ as: "global" }, ({ request, responseValue, set }) => {
       const entry = entries.get(request);

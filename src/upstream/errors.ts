@@ -10,6 +10,7 @@ import {
   EngineUpstreamFailureError,
   PromptTooLongError,
 } from "../engine/errors";
+import { clampRetryAfter } from "../engine/retry";
 
 /** Why the upstream could not be used. */
 export type UpstreamFailure = "unreachable" | "timeout" | "auth" | "bad_gateway" | "stream_broken";
@@ -39,8 +40,8 @@ export class UpstreamServerError extends EngineUpstreamFailureError {
   }
 }
 
-export const DEFAULT_RETRY_AFTER_S = 5;
-export const MAX_RETRY_AFTER_S = 60;
+// Used when the upstream gives no usable Retry-After.
+const DEFAULT_RETRY_AFTER_S = 5;
 
 /** Seconds from a Retry-After header (delta-seconds or HTTP date), clamped to [1, 60]. */
 export function parseRetryAfter(value: string | null, now = Date.now()): number {
@@ -51,7 +52,17 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
     if (Number.isNaN(at)) return DEFAULT_RETRY_AFTER_S;
     seconds = (at - now) / 1000;
   }
-  return Math.min(MAX_RETRY_AFTER_S, Math.max(1, Math.ceil(seconds)));
+  return clampRetryAfter(seconds);
+}
+
+// The body as a JSON object, or null when it is not one.
+function jsonObject(text: string): Record<string, unknown> | null {
+  try {
+    const v: unknown = JSON.parse(text);
+    return v !== null && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -60,20 +71,18 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
  * mlx_lm.server `{error:"text"}`, FastAPI `{detail}`; anything else is raw text.
  */
 export function upstreamErrorMessage(body: string): string {
-  const text = body.trim();
-  try {
-    const j = JSON.parse(text) as Record<string, unknown>;
-    const err = j.error;
-    if (typeof err === "string") return err;
-    if (err && typeof err === "object" && typeof (err as { message?: unknown }).message === "string") {
-      return (err as { message: string }).message;
-    }
-    if (typeof j.message === "string") return j.message;
-    if (typeof j.detail === "string") return j.detail;
-    if (Array.isArray(j.detail)) return JSON.stringify(j.detail);
-  } catch {
-    // not JSON: fall through to the raw text
+  return messageOf(body.trim(), jsonObject(body));
+}
+
+function messageOf(text: string, j: Record<string, unknown> | null): string {
+  const err = j?.error;
+  if (typeof err === "string") return err;
+  if (err && typeof err === "object" && typeof (err as { message?: unknown }).message === "string") {
+    return (err as { message: string }).message;
   }
+  if (typeof j?.message === "string") return j.message;
+  if (typeof j?.detail === "string") return j.detail;
+  if (Array.isArray(j?.detail)) return JSON.stringify(j.detail);
   return text.length > 500 ? `${text.slice(0, 500)}…` : text || "(empty body)";
 }
 
@@ -106,17 +115,15 @@ const PROMPT_PATTERNS = [
 
 /** Read a context-length error from an upstream body (any server's wording). */
 export function parseContextComplaint(body: string): ContextComplaint {
-  const message = upstreamErrorMessage(body);
+  const j = jsonObject(body);
+  const message = messageOf(body.trim(), j);
   const out: ContextComplaint = { isContextError: CONTEXT_HINT.test(message) || CONTEXT_HINT.test(body) };
   // llama-server puts the numbers in fields: {error:{type:"exceed_context_size_error", n_prompt_tokens, n_ctx}}
-  try {
-    const err = (JSON.parse(body) as { error?: Record<string, unknown> }).error;
-    if (err && typeof err === "object") {
-      if (typeof err.n_ctx === "number") out.maxContext = err.n_ctx;
-      if (typeof err.n_prompt_tokens === "number") out.promptTokens = err.n_prompt_tokens;
-    }
-  } catch {
-    // not JSON
+  const err = j?.error;
+  if (err && typeof err === "object") {
+    const { n_ctx, n_prompt_tokens } = err as Record<string, unknown>;
+    if (typeof n_ctx === "number") out.maxContext = n_ctx;
+    if (typeof n_prompt_tokens === "number") out.promptTokens = n_prompt_tokens;
   }
   out.maxContext ??= firstNumber(message, MAX_PATTERNS);
   out.promptTokens ??= firstNumber(message, PROMPT_PATTERNS);
@@ -157,7 +164,7 @@ export function mapUpstreamStatus(status: number, headers: Headers, body: string
       return new PromptTooLongError(c.promptTokens, c.maxContext);
     }
     if (c.isContextError && /input|prompt|messages/i.test(message) && c.promptTokens === undefined) {
-      // Keep Anthropic's wording so Claude Code still compacts, even without numbers.
+      // Keep PromptTooLongError's wording ("prompt is too long") so clients still compact, even without numbers.
       return new EngineBadRequestError(`prompt is too long: upstream says: ${message}`);
     }
     return new EngineBadRequestError(`upstream rejected the request (${status}): ${message}`);

@@ -36,6 +36,7 @@ export interface StreamHandle extends Timed {
   close(): void;
 }
 
+/** One upstream server: its root URL, its key, and timed requests against it. */
 export class UpstreamHttp {
   constructor(
     readonly root: string,

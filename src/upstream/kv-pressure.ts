@@ -2,6 +2,7 @@
  * Upstream KV-cache usage as a memory-pressure source: polls the server's Prometheus
  * /metrics (vLLM, SGLang, llama-server --metrics) and maps usage onto the gate's levels.
  */
+import { worse } from "../memory/levels";
 import type { MemoryMonitor, MemoryStatus } from "../memory/types";
 import { type FetchLike, UpstreamHttp, upstreamRoot } from "./http";
 
@@ -44,6 +45,7 @@ export function kvStatus(usage: number | null, t: KvThresholds = DEFAULT_KV_THRE
   return "safe";
 }
 
+/** Settings for UpstreamKvPoller. */
 export interface KvPollerOptions {
   baseUrl: string;
   apiKey?: string;
@@ -64,6 +66,7 @@ export interface KvPressureInfo {
   lastError: string | null;
 }
 
+/** Polls an upstream's /metrics in the background; checkStatus() reads the last fresh reading. */
 export class UpstreamKvPoller {
   private readonly http: UpstreamHttp;
   private readonly t: KvThresholds;
@@ -105,7 +108,7 @@ export class UpstreamKvPoller {
       this.at = this.now();
       this.lastError = null;
     } catch (e) {
-      this.lastError = (e as Error).message;
+      this.lastError = e instanceof Error ? e.message : String(e);
     }
   }
 
@@ -119,23 +122,22 @@ export class UpstreamKvPoller {
   }
 }
 
-const ORDER: MemoryStatus[] = ["safe", "caution", "warning", "critical", "emergency"];
-
 /**
  * `monitor` with its status raised to the upstream's KV level when that is worse. Everything
  * else (available GB, thresholds, start/stop...) is the local monitor's.
  */
 export function withKvPressure<M extends MemoryMonitor>(monitor: M, kv: { checkStatus(): MemoryStatus }): M {
-  const checkStatus = (): MemoryStatus => {
-    const a = monitor.checkStatus();
-    const b = kv.checkStatus();
-    return ORDER.indexOf(b) > ORDER.indexOf(a) ? b : a;
-  };
+  const checkStatus = (): MemoryStatus => worse(kv.checkStatus(), monitor.checkStatus());
+  // Methods are bound once: the gate reads them on every request.
+  const bound = new Map<PropertyKey, unknown>();
   return new Proxy(monitor, {
     get(target, prop) {
       if (prop === "checkStatus") return checkStatus;
-      const v = Reflect.get(target, prop, target);
-      return typeof v === "function" ? v.bind(target) : v;
+      const v: unknown = Reflect.get(target, prop, target);
+      if (typeof v !== "function") return v;
+      let fn = bound.get(prop);
+      if (fn === undefined) bound.set(prop, (fn = v.bind(target)));
+      return fn;
     },
   });
 }

@@ -18,8 +18,9 @@ import { pickRoute } from "./routes";
 import { SseDecoder, type SseItem } from "./sse";
 import { ChunkAssembler, UpstreamStreamError } from "./stream";
 import { type TokenCount, UpstreamTokenCounter } from "./tokens";
-import { type UpstreamGenerateRequest, buildChatRequest } from "./translate";
+import { buildChatRequest } from "./translate";
 
+/** Time limits for talking to an upstream. */
 export interface UpstreamTimeouts {
   /** Until the upstream sends response headers (it may queue the request first). */
   headersMs: number;
@@ -31,11 +32,13 @@ export interface UpstreamTimeouts {
 
 export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { headersMs: 120_000, idleMs: 300_000, probeMs: 5_000 };
 
+/** Where the upstream engine reports reachability changes and fallbacks. */
 export interface UpstreamLogger {
   info(msg: string): void;
   warn(msg: string): void;
 }
 
+/** Settings for one OpenAIUpstreamEngine. */
 export interface OpenAIUpstreamOptions {
   /** e.g. http://127.0.0.1:8000/v1 (with or without /v1). */
   baseUrl: string;
@@ -85,6 +88,7 @@ interface Upstream {
 
 const stderrLogger: UpstreamLogger = { info: (m) => console.error(`[upstream] ${m}`), warn: (m) => console.error(`[upstream] ${m}`) };
 
+/** An InferenceEngine in front of one OpenAI-compatible server (plus any per-route servers). */
 export class OpenAIUpstreamEngine implements InferenceEngine {
   private readonly timeouts: UpstreamTimeouts;
   private readonly log: UpstreamLogger;
@@ -167,7 +171,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
     } catch (e) {
       this.markFailed(u, e);
       if (u === this.primary && this.phase === "starting") {
-        this.log.warn(`upstream not reachable at start (${(e as Error).message}); serving 503 until it is`);
+        this.log.warn(`upstream not reachable at start (${errorText(e)}); serving 503 until it is`);
       }
     }
     if (u === this.primary) this.refreshInfo();
@@ -214,7 +218,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
     // A client's bad request says nothing about the upstream's health.
     if (e instanceof EngineBadRequestError || e instanceof PromptTooLongError) return;
     if (e instanceof UpstreamUnavailableError) u.health.reachable = false;
-    u.health.lastError = (e as Error).message;
+    u.health.lastError = errorText(e);
     u.health.lastErrorAt = new Date().toISOString();
   }
 
@@ -238,7 +242,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
   async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<EngineEvent> {
     const t = this.target(req.model);
     const model = await this.modelFor(t);
-    const body = buildChatRequest(req as UpstreamGenerateRequest, model, this.opts.extraBody);
+    const body = buildChatRequest(req, model, this.opts.extraBody);
     const open = () =>
       t.u.http.stream(
         "/v1/chat/completions",
@@ -255,7 +259,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
       h = await open();
       this.markOk(t.u, h.latencyMs);
       if (h.res.status === 400) {
-        // A max_tokens larger than the context can hold is clamped, not refused (Anthropic semantics).
+        // A max_tokens larger than the context can hold is clamped and retried once, not refused.
         const text = await h.res.text();
         h.close();
         const c = parseContextComplaint(text);
@@ -367,7 +371,9 @@ interface ModelEntry {
   meta?: { n_ctx_train?: number };
 }
 
-/** A non-streaming chat.completion body as one SSE item the ChunkAssembler understands. */
+const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+// A non-streaming chat.completion body as one SSE item the ChunkAssembler understands.
 function completionAsChunk(text: string): SseItem {
   let data = text;
   try {
@@ -382,7 +388,7 @@ function completionAsChunk(text: string): SseItem {
   return { kind: "event", event: "message", data };
 }
 
-/** An error the upstream reported inside a started stream, as a typed engine error. */
+// An error the upstream reported inside a started stream, as a typed engine error.
 function streamErrorToEngine(e: UpstreamStreamError, root: string): EngineError {
   let status = 500;
   try {

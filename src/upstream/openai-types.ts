@@ -17,6 +17,7 @@ export type OpenAIMessage =
 
 export type OpenAIToolChoice = "auto" | "none" | "required" | { type: "function"; function: { name: string } };
 
+/** The body of POST /v1/chat/completions as Pensieve sends it (always streaming). */
 export interface OpenAIChatRequest {
   model?: string;
   messages: OpenAIMessage[];
@@ -36,6 +37,7 @@ export interface OpenAIChatRequest {
   [extra: string]: unknown;
 }
 
+/** A piece of a streamed tool call; `index` ties the pieces together (absent on some Ollama builds). */
 export interface OpenAIToolCallDelta {
   index?: number;
   id?: string | null;
@@ -43,6 +45,7 @@ export interface OpenAIToolCallDelta {
   function?: { name?: string | null; arguments?: string | null };
 }
 
+/** Token usage, sent in the last chunk when `stream_options.include_usage` is set. */
 export interface OpenAIUsage {
   prompt_tokens?: number;
   completion_tokens?: number;
@@ -50,6 +53,7 @@ export interface OpenAIUsage {
   prompt_tokens_details?: { cached_tokens?: number | null } | null;
 }
 
+/** One choice of a streamed chunk. */
 export interface OpenAIChunkChoice {
   index?: number;
   delta?: {
@@ -66,6 +70,7 @@ export interface OpenAIChunkChoice {
   matched_stop?: string | number | null;
 }
 
+/** One `chat.completion.chunk` (or an in-band error) from the stream. */
 export interface OpenAIChunk {
   id?: string;
   object?: string;

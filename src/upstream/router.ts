@@ -30,10 +30,12 @@ export interface RouteStatus {
   detail: Record<string, unknown>;
 }
 
+/** The default route's stats, queue figures summed over all routes, and each route's status. */
 export interface RoutingEngineStats extends EngineStats {
   routes: RouteStatus[];
 }
 
+/** Dispatches each request to the engine its model routes to; model() and state() are the default route's. */
 export class RoutingEngine implements InferenceEngine {
   private readonly fallback: EngineRoute;
 
@@ -83,7 +85,7 @@ export class RoutingEngine implements InferenceEngine {
   /** Exact when the chosen engine counts with a real tokenizer; the MLX engine always does. */
   async countTokensDetailed(input: PromptInput): Promise<TokenCount> {
     const e = this.engineFor(input.model, input.requestedModel);
-    if ("countTokensDetailed" in e && e.countTokensDetailed) return (await e.countTokensDetailed(input)) as TokenCount;
+    if (e.countTokensDetailed) return (await e.countTokensDetailed(input)) as TokenCount;
     return { count: await e.countTokens(input), exact: true, source: "engine" };
   }
 

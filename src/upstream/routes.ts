@@ -64,9 +64,13 @@ export function patternMatches(pattern: string, model: string): boolean {
   const m = model.toLowerCase();
   if (p === "*") return true;
   if (!p.includes("*")) return m.includes(p);
-  const re = new RegExp(`^${p.split("*").map(escapeRegExp).join(".*")}$`);
+  let re = globs.get(p);
+  if (!re) globs.set(p, (re = new RegExp(`^${p.split("*").map(escapeRegExp).join(".*")}$`)));
   return re.test(m);
 }
+
+// Compiled globs, by lower-cased pattern; patterns come from the command line, so few.
+const globs = new Map<string, RegExp>();
 
 /** The first rule selecting `model`, the catch-all last; undefined when none does. */
 export function pickRoute<T extends { pattern: string }>(rules: readonly T[], model: string | undefined): T | undefined {

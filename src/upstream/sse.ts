@@ -6,6 +6,7 @@
 /** One dispatched SSE event, or a comment line (mlx_lm.server sends `: keepalive N/M`). */
 export type SseItem = { kind: "event"; event: string; data: string } | { kind: "comment"; text: string };
 
+/** Incremental decoder: push() byte chunks as they arrive, end() once the body is done. */
 export class SseDecoder {
   private readonly utf8 = new TextDecoder("utf-8");
   private buf = "";

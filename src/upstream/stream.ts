@@ -23,6 +23,7 @@ export class UpstreamStreamError extends Error {
 // mlx_lm.server sends `: keepalive 512/2048` comments while it processes the prompt.
 const KEEPALIVE_RE = /^keepalive (\d+)\/(\d+)/;
 
+/** Turns one upstream stream's SSE items into EngineEvents; see the module comment. */
 export class ChunkAssembler {
   private calls: PendingCall[] = [];
   private byIndex = new Map<number, PendingCall>();
@@ -161,16 +162,10 @@ export class ChunkAssembler {
 
   private finishReason(validCalls: number): FinishReason {
     if (this.stopString !== undefined) return "stop_sequence";
-    switch (this.finish) {
-      case "length":
-        return "length";
-      case "tool_calls":
-      case "function_call":
-        return validCalls ? "tool_calls" : "stop";
-      default:
-        // Ollama and older servers say "stop" even when the turn ended in tool calls.
-        return validCalls ? "tool_calls" : "stop";
-    }
+    if (this.finish === "length") return "length";
+    // Valid calls end the turn in tool use whatever the server says: Ollama and older servers
+    // say "stop"; a "tool_calls" whose calls were all malformed is a plain stop.
+    return validCalls ? "tool_calls" : "stop";
   }
 }
 

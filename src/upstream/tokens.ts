@@ -58,7 +58,7 @@ export class UpstreamTokenCounter {
       }
     } catch (e) {
       // Upstream unreachable right now: answer with an estimate, decide the method later.
-      this.onWarn(`token count fell back to an estimate: ${(e as Error).message}`);
+      this.onWarn(`token count fell back to an estimate: ${e instanceof Error ? e.message : String(e)}`);
       return estimate();
     }
     if (this.strategy === "probe") this.onWarn("upstream has no tokenizer endpoint; token counts are estimates");

@@ -1,19 +1,6 @@
 /** Neutral chat dialect -> OpenAI chat-completions request body. Pure. */
-import type { ChatMessage, GenerateRequest } from "../engine/types";
+import type { ChatMessage, GenerateRequest, ToolChoice } from "../engine/types";
 import type { OpenAIChatRequest, OpenAIMessage, OpenAIToolChoice } from "./openai-types";
-
-/**
- * Tool choice in neutral form. PROPOSED for GenerateRequest (src/engine/types.ts); until the
- * lead adds it there, the engine reads it structurally from the request when present.
- */
-export type ToolChoice = "auto" | "none" | "required" | { name: string };
-
-/** GenerateRequest plus the proposed fields this backend understands. */
-export type UpstreamGenerateRequest = GenerateRequest & {
-  toolChoice?: ToolChoice;
-  /** false = at most one tool call (Anthropic `disable_parallel_tool_use`). */
-  parallelToolCalls?: boolean;
-};
 
 /** Map one neutral message; arguments become JSON strings as OpenAI requires. */
 export function toOpenAIMessage(m: ChatMessage): OpenAIMessage {
@@ -54,7 +41,7 @@ function toOpenAIToolChoice(c: ToolChoice): OpenAIToolChoice {
  * which vLLM, SGLang, llama-server and mlx_lm.server read as "the model being served".
  */
 export function buildChatRequest(
-  req: UpstreamGenerateRequest,
+  req: GenerateRequest,
   model: string | undefined,
   extraBody: Record<string, unknown> = {},
 ): OpenAIChatRequest {

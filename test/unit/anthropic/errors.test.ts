@@ -4,14 +4,13 @@ import {
   AuthenticationError,
   InvalidRequestError,
   mapError,
-  memoryUnavailableError,
   newRequestId,
   NotFoundApiError,
   OverloadedError,
   PermissionError,
   RequestTooLargeError,
-  errorResponse,
 } from "../../../src/anthropic/errors";
+import { lowMemoryError } from "../../../src/memory/gate";
 import {
   EngineBadRequestError,
   EngineOverloadedError,
@@ -59,7 +58,7 @@ describe("error mapping", () => {
   });
 
   test("memory 503: overloaded_error naming memory and GB, with retry headers", () => {
-    const m = mapError(memoryUnavailableError(0.75), "req_m");
+    const m = mapError(lowMemoryError(0.75, 1), "req_m");
     expect(m.status).toBe(503);
     expect(m.body.error.type).toBe("overloaded_error");
     expect(m.body.error.message).toContain("0.75 GB");
@@ -72,12 +71,11 @@ describe("error mapping", () => {
     expect(mapError(new WorkerCrashedError("worker exited", ["Traceback", "OOM"]), null).body.error.message).toContain("OOM");
   });
 
-  test("errorResponse builds a Response with headers", async () => {
-    const r = errorResponse(new OverloadedError("busy", 2), "req_r");
-    expect(r.status).toBe(529);
-    expect(r.headers.get("request-id")).toBe("req_r");
-    expect(r.headers.get("retry-after")).toBe("2");
-    expect(await r.json()).toEqual({ type: "error", error: { type: "overloaded_error", message: "busy" }, request_id: "req_r" });
+  test("the mapped parts carry the status, retry headers and the request id in the body", () => {
+    const m = mapError(new OverloadedError("busy", 2), "req_r");
+    expect(m.status).toBe(529);
+    expect(m.headers).toEqual({ "retry-after": "2", "x-should-retry": "true" });
+    expect(m.body).toEqual({ type: "error", error: { type: "overloaded_error", message: "busy" }, request_id: "req_r" });
   });
 
   test("request ids look like Anthropic's", () => {

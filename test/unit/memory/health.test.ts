@@ -1,9 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import type { EngineStats } from "../../../src/engine/types";
 import { GuardState } from "../../../src/memory/gate";
-import { memoryHealth, memoryInfo } from "../../../src/memory/health";
+import { memoryInfo } from "../../../src/memory/health";
 import { createMemoryMonitor } from "../../../src/memory/monitor";
-import { FakeEngine } from "../../support/fake-engine";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 import { ManualClock, RecordingLogger, ScriptedSource } from "../../support/memory-kit";
 
@@ -34,33 +32,5 @@ describe("memoryInfo", () => {
     expect(info.available_gb).toBe(6);
     expect(info.sample_age_ms).toBe(120);
     expect(info.source).toBe("scripted");
-  });
-});
-
-describe("memoryHealth", () => {
-  test("adds the bridge's state and MLX memory (GB)", async () => {
-    const monitor = new FakeMemoryMonitor();
-    const h = await memoryHealth({ monitor, engine: new FakeEngine() });
-    expect(h.bridge).toEqual({
-      state: "ready",
-      mlx: { active_gb: 0.1, cache_gb: 0, peak_gb: 0.2 },
-      worker_rss_gb: 0.3,
-      worker_pid: 4242,
-      restarts: 0,
-      queued: 0,
-      running: 0,
-    });
-  });
-
-  test("a worker that does not answer in time: state only, with the reason", async () => {
-    const engine = { state: () => "starting" as const, stats: () => new Promise<EngineStats>(() => {}) };
-    const h = await memoryHealth({ monitor: new FakeMemoryMonitor(), engine, statsTimeoutMs: 20 });
-    expect(h.bridge?.state).toBe("starting");
-    expect(h.bridge?.mlx).toBeNull();
-    expect(h.bridge?.stats_error).toContain("20 ms");
-  });
-
-  test("without an engine, memory fields only", async () => {
-    expect(await memoryHealth({ monitor: new FakeMemoryMonitor() })).not.toHaveProperty("bridge");
   });
 });

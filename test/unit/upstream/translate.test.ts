@@ -1,13 +1,13 @@
 import { describe, expect, test } from "bun:test";
-import type { ToolSpec } from "../../../src/engine/types";
-import { buildChatRequest, type UpstreamGenerateRequest } from "../../../src/upstream/translate";
+import type { GenerateRequest, ToolSpec } from "../../../src/engine/types";
+import { buildChatRequest } from "../../../src/upstream/translate";
 
 const tool: ToolSpec = {
   type: "function",
   function: { name: "Read", description: "Read a file", parameters: { type: "object", properties: { file_path: { type: "string" } } } },
 };
 
-const base: UpstreamGenerateRequest = {
+const base: GenerateRequest = {
   requestId: "req_1",
   maxTokens: 100,
   messages: [
