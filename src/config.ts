@@ -41,6 +41,7 @@ export interface ServeConfig {
   backend: string;
   upstream: string | undefined;
   upstreamKey: string | undefined;
+  upstreamContext: number;
   upstreamRoutes: string | undefined;
   upstreamMetrics: boolean;
 }
@@ -80,6 +81,7 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "killTimeoutMs", flag: "--kill-timeout-ms", env: "PENSIEVE_KILL_TIMEOUT_MS", kind: "int", def: 3000, help: "wait after SIGTERM before SIGKILL of the worker" },
   { key: "backend", flag: "--backend", env: "PENSIEVE_BACKEND", kind: "string", def: "mlx", help: "mlx (local worker) or openai (an OpenAI-compatible upstream)" },
   { key: "upstream", flag: "--upstream", env: "PENSIEVE_UPSTREAM", kind: "string", def: undefined, help: "upstream base URL for --backend openai" },
+  { key: "upstreamContext", flag: "--upstream-context", env: "PENSIEVE_UPSTREAM_CONTEXT", kind: "int", def: 32768, help: "context length assumed when the upstream does not report one" },
   { key: "upstreamKey", flag: "--upstream-key", env: "PENSIEVE_UPSTREAM_KEY", kind: "string", def: undefined, help: "API key sent to the upstream" },
   { key: "upstreamMetrics", flag: "--upstream-metrics", env: "PENSIEVE_UPSTREAM_METRICS", kind: "bool", def: false, help: "poll the upstream's /metrics for KV-cache pressure (vLLM, SGLang, llama-server)" },
   { key: "upstreamRoutes", flag: "--upstream-routes", env: "PENSIEVE_UPSTREAM_ROUTES", kind: "string", def: undefined, help: "route model names to upstreams, e.g. '*haiku*=http://h:8001/v1#small,*=#big'" },

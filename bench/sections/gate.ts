@@ -113,7 +113,7 @@ export async function gateSection(opts: { quick: boolean }): Promise<SectionResu
       countTokensRps: { gateOn: sig(on), gateOnConstantMonitor: sig(stub), gateOff: sig(off), batches: rounds, requestsPerBatch: per, samples: Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, v.map((x) => sig(x))])) },
       ratioOnOff: sig(ratio(on, off)),
       guardCostPerRequestNs: sig(guardNs),
-      method: "in process: app.handle(new Request) in interleaved batches after Bun.gc(true), FakeEngine; 'on' = createApp with the real sampled monitor (Linux /proc/meminfo), 'stub' = createApp with a constant-Safe monitor, 'off' = the same plugin stack without the memory guard (bench/lib/gate-off-app.ts)",
+      method: "in process: app.handle(new Request) in interleaved batches after Bun.gc(true), FakeEngine; 'on' = createApp with the real sampled monitor (Linux /proc/meminfo), 'stub' = createApp with a constant-Safe monitor, 'off' = createApp(..., gate: false): the same app without the memory guard",
     };
     const checkNs = mc?.checkStatusNs?.medianNs ?? Number.NaN;
     const headersNs = mc?.guardHeadersNs?.medianNs ?? Number.NaN;

@@ -12,12 +12,25 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 _FAULTS = {f.strip() for f in os.environ.get("PENSIEVE_WORKER_FAULT", "").split(",") if f.strip()}
 
 
 def enabled(name: str) -> bool:
     return name in _FAULTS
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """No injected faults inside: the load's warm-up is not a request under test."""
+    saved = set(_FAULTS)
+    _FAULTS.clear()
+    try:
+        yield
+    finally:
+        _FAULTS.update(saved)
 
 
 def make_noise(where: str) -> None:

@@ -12,6 +12,7 @@ import time
 import traceback
 from typing import Optional
 
+from . import faults
 from .batch import Batch
 from .generation import run_generate
 from .model import LoadedModel
@@ -45,12 +46,13 @@ def warm_up(lm: LoadedModel, batch: Optional[Batch], log) -> Optional[float]:
     kept, lm.prompt_cache = lm.prompt_cache, PromptCache(0, 0)
     t0 = time.perf_counter()
     try:
-        if batch is not None:
-            batch.admit(host, msg)
-            while batch.busy:
-                batch.step(host)
-        else:
-            run_generate(host, lm, msg, lambda gen: None)
+        with faults.suspended():
+            if batch is not None:
+                batch.admit(host, msg)
+                while batch.busy:
+                    batch.step(host)
+            else:
+                run_generate(host, lm, msg, lambda gen: None)
         return time.perf_counter() - t0
     except Exception:  # noqa: BLE001 - a failed warm-up must not fail the load
         log(f"[worker] warm-up failed (the model stays loaded):\n{traceback.format_exc()}")

@@ -43,3 +43,12 @@ def test_bad_warmup_is_refused(spawn, tiny_model):
     w = spawn()
     err = w.request("load", model=str(tiny_model), warmup="yes")
     assert err["type"] == "error" and err["code"] == "bad_request"
+
+
+def test_injected_faults_do_not_fire_in_the_warm_up(spawn, tiny_model):
+    # The warm-up is not a request under test: a crash fault waits for a real generation.
+    w = spawn(env={"PENSIEVE_WORKER_FAULT": "crash"})
+    assert w.request("load", model=str(tiny_model))["type"] == "loaded"
+    assert len(warmup_lines(w)) == 1
+    w.send("generate", messages=HI, max_tokens=4, temperature=0)
+    assert w.wait_exit() == 70

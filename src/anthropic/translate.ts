@@ -189,7 +189,8 @@ export function toGenerateRequest(req: MessagesRequestT, opts: TranslateOptions 
   const input = toPromptInput(req, opts);
   if (opts.contextLength) refuseHopeless(input, opts.contextLength);
   const out: GenerateRequest = { ...input, requestId: opts.requestId, maxTokens };
-  if (req.temperature !== undefined) out.temperature = req.temperature;
+  // Anthropic samples at 1.0 unless told otherwise; say so, since upstream servers default to other values.
+  out.temperature = req.temperature ?? 1;
   if (req.top_p !== undefined) out.topP = req.top_p;
   if (req.top_k !== undefined && req.top_k > 0) out.topK = req.top_k;
   const stops = req.stop_sequences?.filter((s) => s.length > 0);

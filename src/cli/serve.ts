@@ -67,6 +67,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
       ? createUpstreamEngine({
           ...(cfg.upstream ? { upstream: cfg.upstream } : {}),
           ...(cfg.upstreamKey ? { apiKey: cfg.upstreamKey } : {}),
+          defaultContextLength: cfg.upstreamContext,
           ...(cfg.upstreamRoutes ? { routes: cfg.upstreamRoutes } : {}),
           logger: log,
         })
