@@ -7,11 +7,12 @@
  * A trap proxy (HTTPS_PROXY) catches any attempt to leave loopback.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Exchange, type Recorder, startRecorder, startTrap } from "../support/recording-proxy";
-import { REPO, type RunningServer, startServer } from "../support/server-process";
+import { claudeSandbox, isMessagesCall, runCli } from "../support/claude-cli";
+import { type Exchange, type Recorder, startRecorder, startTrap, type Trap } from "../support/recording-proxy";
+import { type RunningServer, startServer } from "../support/server-process";
 import { checkAnthropicStream, parseSse, type StreamSummary } from "../support/sse";
 import { TOOL_CALL, TOOL_MARKER, toolModelDir } from "../support/tool-model";
 
@@ -24,7 +25,7 @@ type Msg = { role: string; content: string | Block[] };
 let work: string;
 let pensieve: RunningServer | undefined;
 let recorder: Recorder | undefined;
-let trap: ReturnType<typeof startTrap> | undefined;
+let trap: Trap | undefined;
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "claude-agent-loop-"));
@@ -40,17 +41,6 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-async function run(cmd: string[], env: Record<string, string>, cwd: string) {
-  const proc = Bun.spawn(cmd, { env, cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), RUN_TIMEOUT_MS);
-  try {
-    const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 const messagesOf = (x: Exchange) => ((x.body as { messages?: Msg[] })?.messages ?? []) as Msg[];
 const blocks = (m: Msg): Block[] => (typeof m.content === "string" ? [{ type: "text", text: m.content }] : m.content);
 const resultText = (b: Block): string =>
@@ -58,34 +48,11 @@ const resultText = (b: Block): string =>
 
 test("claude runs the model's Bash call, sends the tool_result back, and Pensieve serves that turn", async () => {
   if (!pensieve || !recorder || !trap) throw new Error("setup failed");
-  const home = join(work, "home");
-  const cwd = join(work, "project");
-  mkdirSync(home);
-  mkdirSync(cwd);
-  const loopback = "127.0.0.1,localhost,::1";
-  const env: Record<string, string> = {
-    PATH: `${join(REPO, "node_modules/.bin")}:${process.env.PATH ?? "/usr/bin:/bin"}`,
-    HOME: home,
-    LANG: "C.UTF-8",
-    ANTHROPIC_BASE_URL: recorder.url,
-    ANTHROPIC_API_KEY: TOKEN,
-    ANTHROPIC_AUTH_TOKEN: TOKEN,
-    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1",
-    DISABLE_TELEMETRY: "1",
-    DISABLE_ERROR_REPORTING: "1",
-    DISABLE_AUTOUPDATER: "1",
-    CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL: "1",
-    HTTPS_PROXY: trap.url,
-    HTTP_PROXY: trap.url,
-    https_proxy: trap.url,
-    http_proxy: trap.url,
-    NO_PROXY: loopback,
-    no_proxy: loopback,
-  };
+  const { cwd, env } = claudeSandbox(work, trap.url, { ANTHROPIC_BASE_URL: recorder.url, ANTHROPIC_API_KEY: TOKEN, ANTHROPIC_AUTH_TOKEN: TOKEN });
 
-  const r = await run(["claude", "-p", "run the echo", "--allowedTools", "Bash(echo:*)", "--max-turns", "2"], env, cwd);
+  const r = await runCli(["claude", "-p", "run the echo", "--allowedTools", "Bash(echo:*)", "--max-turns", "2"], env, cwd, RUN_TIMEOUT_MS);
 
-  const turns = recorder.exchanges.filter((x) => x.method === "POST" && x.path.startsWith("/v1/messages") && !x.path.includes("count_tokens"));
+  const turns = recorder.exchanges.filter(isMessagesCall);
   const detail = () => `claude exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}\nserver: ${pensieve?.output().slice(-2000)}`;
   if (turns.length < 2) throw new Error(`expected two model turns, saw ${turns.length}\n${detail()}`);
 

@@ -10,31 +10,18 @@
  * into. A trap proxy (HTTPS_PROXY) catches any attempt to leave loopback.
  */
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdirSync, mkdtempSync, realpathSync, rmSync } from "node:fs";
+import { mkdtempSync, realpathSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CLAUDE_LOCAL, claudeSandbox, fromClaude, isMessagesCall, runCli, sseText } from "../support/claude-cli";
 import { startMlxServer, type MlxServer } from "../support/mlx-server";
-import { startRecorder, startTrap, type Exchange, type Recorder } from "../support/recording-proxy";
-import { REPO, startServer, tinyModelDir, type RunningServer } from "../support/server-process";
+import { startRecorder, startTrap, type Recorder, type Trap } from "../support/recording-proxy";
+import { startServer, tinyModelDir, type RunningServer } from "../support/server-process";
 
 setDefaultTimeout(420_000);
 
-const WRAPPER = join(REPO, "scripts/claude-local");
-const CLAUDE_BIN_DIR = join(REPO, "node_modules/.bin");
 const PENSIEVE_TOKEN = "pensieve-upstream-test-token";
 const RUN_TIMEOUT_MS = 360_000;
-
-/** The concatenated text_delta of an Anthropic SSE body. */
-function sseText(body: string): string {
-  let text = "";
-  for (const frame of body.split(/\r?\n\r?\n/)) {
-    const data = frame.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
-    if (data === "") continue;
-    const ev = JSON.parse(data) as { type?: string; delta?: { type?: string; text?: string } };
-    if (ev.type === "content_block_delta" && ev.delta?.type === "text_delta") text += ev.delta.text ?? "";
-  }
-  return text;
-}
 
 /** The finish_reason values and the final usage of an OpenAI chat-completions SSE body. */
 function openAIFinish(sse: string): { finish: string[]; usage?: { prompt_tokens: number; completion_tokens: number } } {
@@ -50,26 +37,12 @@ function openAIFinish(sse: string): { finish: string[]; usage?: { prompt_tokens:
   return { finish, ...(usage ? { usage } : {}) };
 }
 
-async function run(cmd: string[], env: Record<string, string>, cwd: string) {
-  const proc = Bun.spawn(cmd, { env, cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), RUN_TIMEOUT_MS);
-  try {
-    const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-const fromClaude = (x: Exchange) => (x.headers["user-agent"] ?? "").startsWith("claude-cli/");
-const isMessages = (x: Exchange) => x.method === "POST" && x.path.startsWith("/v1/messages") && !x.path.includes("count_tokens");
-
 let work: string;
 let mlx: MlxServer | undefined;
 let toUpstream: Recorder | undefined;
 let pensieve: RunningServer | undefined;
 let toPensieve: Recorder | undefined;
-let trap: ReturnType<typeof startTrap> | undefined;
+let trap: Trap | undefined;
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "claude-local-upstream-"));
@@ -94,32 +67,9 @@ afterAll(async () => {
 
 test('scripts/claude-local -p "hello" works against Pensieve backed by mlx_lm.server', async () => {
   if (!mlx || !toUpstream || !pensieve || !toPensieve || !trap) throw new Error("setup failed");
-  const home = join(work, "home");
-  const cwd = join(work, "project");
-  mkdirSync(home);
-  mkdirSync(cwd);
-  const loopback = "127.0.0.1,localhost,::1";
-  const env: Record<string, string> = {
-    PATH: `${CLAUDE_BIN_DIR}:${process.env.PATH ?? "/usr/bin:/bin"}`,
-    HOME: home,
-    LANG: "C.UTF-8",
-    PENSIEVE_PORT: String(toPensieve.port),
-    PENSIEVE_TOKEN,
-    // Keep Claude Code quiet and local; anything that still tries the internet hits the trap.
-    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1",
-    DISABLE_TELEMETRY: "1",
-    DISABLE_ERROR_REPORTING: "1",
-    DISABLE_AUTOUPDATER: "1",
-    CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL: "1",
-    HTTPS_PROXY: trap.url,
-    HTTP_PROXY: trap.url,
-    https_proxy: trap.url,
-    http_proxy: trap.url,
-    NO_PROXY: loopback,
-    no_proxy: loopback,
-  };
+  const { cwd, env } = claudeSandbox(work, trap.url, { PENSIEVE_PORT: String(toPensieve.port), PENSIEVE_TOKEN });
 
-  const r = await run([WRAPPER, "-p", "hello"], env, cwd);
+  const r = await runCli([CLAUDE_LOCAL, "-p", "hello"], env, cwd, RUN_TIMEOUT_MS);
   const diag = () =>
     `claude exited ${r.code}\n--- stderr\n${r.stderr}\n--- stdout\n${r.stdout}\n--- pensieve\n${pensieve!.output().slice(-3000)}\n--- mlx_lm.server\n${mlx!.output().slice(-1500)}`;
   if (r.code !== 0) throw new Error(diag());
@@ -127,7 +77,7 @@ test('scripts/claude-local -p "hello" works against Pensieve backed by mlx_lm.se
   // Claude Code -> Pensieve: Anthropic Messages, all answered successfully.
   const claudeCalls = toPensieve.exchanges.filter(fromClaude);
   expect(claudeCalls.filter((x) => x.status >= 400).map((x) => `${x.method} ${x.path} -> ${x.status}`)).toEqual([]);
-  const messages = claudeCalls.filter(isMessages);
+  const messages = claudeCalls.filter(isMessagesCall);
   expect(messages.length).toBeGreaterThanOrEqual(1);
   const last = messages.at(-1)!;
   const lastBody = last.body as { stream?: boolean; max_tokens?: number; tools?: unknown[]; messages: unknown[] };

@@ -1,6 +1,6 @@
 /**
- * Loopback proxies for tests that drive the real Claude Code CLI (patterns from
- * test/claude-local/real-cli.test.ts): a recording reverse proxy and an HTTPS_PROXY trap.
+ * Loopback proxies for tests that drive the real Claude Code CLI (test/claude-local/*):
+ * a recording reverse proxy and an HTTPS_PROXY trap.
  */
 
 /** One request that went through the recorder, and its answer. */
@@ -64,8 +64,15 @@ export function startRecorder(target: string): Recorder {
   return { url: `http://127.0.0.1:${port}`, port, exchanges, stop: () => server.stop(true) };
 }
 
+/** A running trap: `seen` holds the first line of every attempt. */
+export interface Trap {
+  url: string;
+  seen: string[];
+  stop(): void;
+}
+
 /** A proxy that refuses everything and remembers the first line (e.g. "CONNECT host:443"). */
-export function startTrap(): { url: string; seen: string[]; stop(): void } {
+export function startTrap(): Trap {
   const seen: string[] = [];
   const listener = Bun.listen({
     hostname: "127.0.0.1",
