@@ -46,6 +46,7 @@ class Request:
     t0: float = field(default_factory=time.perf_counter)
     completion: int = 0
     last_progress: int = -1
+    resumed: bool = False  # began solo (solo.py) and continues here: its prefill is done
 
 
 class Batch:
@@ -65,6 +66,11 @@ class Batch:
     @property
     def busy(self) -> bool:
         return bool(self.by_uid)
+
+    @property
+    def prefilling(self) -> bool:
+        """Some request has not had its first token yet: the next step may run long."""
+        return any(r.completion == 0 for r in self.by_uid.values())
 
     def ids(self) -> list:
         return [r.gid for r in self.by_uid.values()]
@@ -99,11 +105,31 @@ class Batch:
         host.send({"type": "started", "id": gid, "prompt_tokens": n_prompt, "cached_tokens": cached})
         self._progress(host, req, cached)
 
+    def adopt(self, host: Host, solo: Any) -> None:
+        """Continues a solo generation (after solo.hand_off()) in the batch, so the batch
+        runs one forward pass per step for everyone instead of the solo running its own."""
+        from mlx_lm.sample_utils import make_sampler
+
+        p = solo.params
+        tokens = solo.ids + solo.generated
+        detok = self.lm.tokenizer.detokenizer
+        for token in solo.generated:  # the same state as the solo's detokenizer
+            detok.add_token(token)
+        detok.last_segment  # noqa: B018 - its text was sent by the solo
+        sampler = make_sampler(temp=p.temperature, top_p=p.top_p, top_k=p.top_k)
+        # Last: nothing is left in the generator if anything before fails.
+        (uid,) = self.gen.insert([tokens[-1:]], max_tokens=[solo.max_tokens - solo.completion],
+                                 caches=[solo.cache], all_tokens=[tokens[:-1]],
+                                 samplers=[sampler], stop_sequences=[self.stops])
+        self.by_uid[uid] = Request(solo.id, uid, p, solo.n_prompt, solo.cached, solo.output,
+                                   detok, solo.coal, t0=solo.t0, completion=solo.completion,
+                                   resumed=True)
+
     # -- stepping -----------------------------------------------------------------
 
     def step(self, host: Host) -> None:
         """One BatchGenerator step: prefill chunks and/or one token for every decoder."""
-        if any(r.completion == 0 for r in self.by_uid.values()):
+        if self.prefilling:
             # A prefill chunk may run long: held text of the others goes out first.
             for r in self.by_uid.values():
                 r.coal.flush(host.send)
@@ -111,7 +137,7 @@ class Batch:
         now = time.perf_counter()
         for r in prompt_resps:
             req = self.by_uid.get(r.uid)
-            if req is not None:
+            if req is not None and not req.resumed:
                 self._progress(host, req, req.cached + int(r.progress[0]))
         stop_now = []
         for r in gen_resps:
@@ -224,7 +250,8 @@ class Batch:
                    "cached_tokens": req.cached,
                    "cache_created_tokens": created_tokens(stored, req.n_prompt, req.cached)})
         host.log(f"[worker] generate id={req.gid} finish={finish} prompt_tokens={req.n_prompt} "
-                 f"completion_tokens={req.completion} batched=1 "
+                 f"completion_tokens={req.completion} "
+                 f"path={'solo+batch' if req.resumed else 'batch'} "
                  f"seconds={time.perf_counter() - req.t0:.3f}")
         # Cheap, so after every request (as on the single path); the loop clears again
         # when the batch is empty.

@@ -1,16 +1,14 @@
-"""One `generate` command: render, admit, stream, stop, cancel."""
+"""What every `generate` shares: parameters, prompt rendering, output events.
+
+The lone path is solo.py (stream_generate), the concurrent one batch.py."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
-from . import faults
-from .coalesce import Coalescer
-from .errors import WorkerError, bad_request, prompt_too_long
+from .errors import WorkerError, bad_request
 from .model import LoadedModel, RenderError
-from .prompt_cache import cache_length
 from .splitter import OutputSplitter
 from .stops import StopMatcher
 from .toolcalls import new_call_id
@@ -22,18 +20,6 @@ class Host(Protocol):
     def send(self, msg: dict) -> None: ...
     def poll(self) -> None: ...
     def log(self, line: str) -> None: ...
-
-
-class _Cancelled(Exception):
-    """Raised from the prefill callback to abandon a cancelled prompt."""
-
-
-@dataclass
-class Generation:
-    """The generation in flight; `cancel` may be set by the loop between tokens."""
-
-    id: Any
-    cancelled: bool = False
 
 
 @dataclass
@@ -203,103 +189,6 @@ def plan_output(lm: LoadedModel, p: GenerateParams, ids: list[int]) -> tuple[lis
     return ids, splitter
 
 
-def run_generate(host: Host, lm: LoadedModel, msg: dict,
-                 on_start: Callable[[Generation], None]) -> None:
-    """Streams started/progress*/delta*/done; raises WorkerError on failure."""
-    import mlx.core as mx
-    from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_sampler
-
-    gid = msg["id"]
-    p = parse_params(msg)
-    ids, splitter = plan_output(lm, p, render(lm, p.messages, p.tools, p.enable_thinking))
-    n_prompt, ctx = len(ids), lm.context_length
-    if n_prompt >= ctx:
-        raise prompt_too_long(n_prompt, ctx)
-    max_tokens = min(p.max_tokens, ctx - n_prompt)  # clamp, never refuse
-    cache, cached = prompt_cache_for(lm, ids)
-    gen = Generation(gid)
-    on_start(gen)
-    host.send({"type": "started", "id": gid, "prompt_tokens": n_prompt, "cached_tokens": cached})
-    if p.seed is not None:
-        mx.random.seed(p.seed)
-
-    last_progress = [-1]
-
-    def on_progress(processed: int, total: int) -> None:
-        # stream_generate counts only the uncached rest; report the whole prompt.
-        processed, total = processed + cached, total + cached
-        if processed != last_progress[0]:
-            last_progress[0] = processed
-            host.send({"type": "progress", "id": gid, "processed": int(processed),
-                       "total": int(total)})
-        host.poll()
-        if gen.cancelled:
-            raise _Cancelled()
-
-    output = TextOutput(gid, p.stop, splitter, bool(p.enable_thinking), p.parallel_tool_calls)
-    sampler = make_sampler(temp=p.temperature, top_p=p.top_p, top_k=p.top_k)
-    kwargs: dict[str, Any] = {"max_tokens": max_tokens, "sampler": sampler,
-                              "prompt_progress_callback": on_progress,
-                              "prefill_step_size": lm.prefill_step_size}
-    if cache is None:
-        from mlx_lm.models.cache import make_prompt_cache
-
-        cache = make_prompt_cache(lm.model)
-    kwargs["prompt_cache"] = cache  # ours, so it can be kept for the next prompt
-    completion, finish, tps = 0, None, 0.0
-    generated: list[int] = []
-    coal = Coalescer(gid, lm.delta_window_s)
-    t0 = time.perf_counter()
-    # On Metal, stream_generate wires the model's memory (mx.set_wired_limit) for
-    # the generation; the CPU build reports no working-set size, so it skips that.
-    stream = stream_generate(lm.model, lm.tokenizer, mx.array(ids[cached:]), **kwargs)
-    try:
-        for resp in stream:
-            completion, tps = resp.generation_tokens, resp.generation_tps
-            generated.append(int(resp.token))
-            if completion == 1:
-                faults.after_first_token()
-            now = time.perf_counter()
-            if resp.finish_reason is not None:
-                finish = resp.finish_reason  # "stop" (EOS) or "length"
-                coal.push(host.send, output.feed(resp.text) + output.finish(), now)
-                if output.matched is not None:
-                    finish = "stop_sequence"
-                break
-            coal.push(host.send, output.feed(resp.text), now)
-            if output.stop_now:
-                finish = "stop_sequence" if output.matched is not None else "tool_calls"
-                break
-            host.poll()  # answers cancel/stats/count_tokens between tokens
-            if gen.cancelled:
-                finish = "cancelled"
-                break
-    except _Cancelled:
-        finish = "cancelled"
-    except BaseException:
-        coal.flush(host.send)  # text already streamed comes before the error
-        raise
-    finally:
-        stream.close()
-    if finish is None:  # the stream ended without a final response
-        finish = "cancelled" if gen.cancelled else "length"
-        if finish == "length":
-            coal.push(host.send, output.finish(), time.perf_counter())
-    coal.flush(host.send)
-    if finish == "stop" and output.calls > 0:
-        finish = "tool_calls"
-    stored = _keep_cache(lm, ids + generated, cache)
-    host.send({"type": "done", "id": gid, "finish_reason": finish,
-               "stop_sequence": output.matched if finish == "stop_sequence" else None,
-               "prompt_tokens": n_prompt, "completion_tokens": int(completion),
-               "cached_tokens": cached,
-               "cache_created_tokens": created_tokens(stored, n_prompt, cached)})
-    host.log(f"[worker] generate id={gid} finish={finish} prompt_tokens={n_prompt} "
-             f"completion_tokens={completion} gen_tps={tps:.1f} "
-             f"seconds={time.perf_counter() - t0:.3f}")
-
-
 def created_tokens(stored: int, n_prompt: int, cached: int) -> int:
     """Prompt tokens newly written to the prefix cache (Anthropic's cache_creation).
 
@@ -307,21 +196,4 @@ def created_tokens(stored: int, n_prompt: int, cached: int) -> int:
     return max(0, min(stored, n_prompt) - cached)
 
 
-def _keep_cache(lm: LoadedModel, tokens: list[int], cache: list) -> int:
-    """Stores the generation's KV cache under the tokens it really holds.
-
-    Returns how many tokens the stored entry holds (0 when nothing was kept)."""
-    from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
-
-    held = cache_length(cache)
-    if held is None:
-        return 0  # unknown contents: never risk reusing a wrong cache
-    if held > len(tokens):  # a step computed past the last token we saw
-        if not can_trim_prompt_cache(cache):
-            return 0
-        trim_prompt_cache(cache, held - len(tokens))
-        held = len(tokens)
-    return held if lm.prompt_cache.store(tokens[:held], cache) else 0
-
-
-__all__ = ["Generation", "WorkerError", "parse_prompt", "render", "run_generate", "TextOutput"]
+__all__ = ["WorkerError", "parse_prompt", "render", "TextOutput", "created_tokens"]

@@ -14,9 +14,9 @@ from typing import Optional
 
 from . import faults
 from .batch import Batch
-from .generation import run_generate
 from .model import LoadedModel
 from .prompt_cache import PromptCache
+from .solo import Solo, run_to_end
 
 WARMUP_ID = "warmup"
 WARMUP_TOKENS = 4
@@ -38,7 +38,10 @@ class _Quiet:
 
 
 def warm_up(lm: LoadedModel, batch: Optional[Batch], log) -> Optional[float]:
-    """Runs the warm-up on the path real requests take; seconds, or None if it failed."""
+    """Runs the warm-up on the paths real requests take; seconds, or None if it failed.
+
+    A lone request runs solo (stream_generate); with a batch, concurrent ones are
+    batched, so both paths are warmed."""
     host = _Quiet()
     msg = {"id": WARMUP_ID, "messages": WARMUP_MESSAGES, "max_tokens": WARMUP_TOKENS,
            "temperature": 0}
@@ -47,12 +50,11 @@ def warm_up(lm: LoadedModel, batch: Optional[Batch], log) -> Optional[float]:
     t0 = time.perf_counter()
     try:
         with faults.suspended():
+            run_to_end(Solo(host, lm, msg))
             if batch is not None:
                 batch.admit(host, msg)
                 while batch.busy:
                     batch.step(host)
-            else:
-                run_generate(host, lm, msg, lambda gen: None)
         return time.perf_counter() - t0
     except Exception:  # noqa: BLE001 - a failed warm-up must not fail the load
         log(f"[worker] warm-up failed (the model stays loaded):\n{traceback.format_exc()}")

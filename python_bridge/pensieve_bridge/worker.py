@@ -1,4 +1,8 @@
-"""The worker's main loop: one model, commands in order, generation with polling."""
+"""The worker's main loop: one model, commands in order, generations stepped between polls.
+
+A generate that finds nothing running runs solo (solo.py, stream_generate); one that
+arrives while others run joins the batch (batch.py) when the model can be batched, and
+a running solo is then handed to the batch."""
 
 from __future__ import annotations
 
@@ -18,8 +22,9 @@ from . import PROTOCOL_VERSION, faults, memory
 from .batch import DEFAULT_MAX_BATCH, Batch, can_batch
 from .coalesce import DEFAULT_WINDOW_S
 from .errors import WorkerError, bad_request
-from .generation import Generation, parse_prompt, render, run_generate
+from .generation import parse_prompt, render
 from .model import LoadedModel, load_model
+from .solo import Solo
 from .streams import EOF_MARK, ProtocolOut
 from .warmup import warm_up
 
@@ -44,10 +49,12 @@ class Worker:
         self.inbox = inbox
         self.deferred: deque = deque()
         self.lm: Optional[LoadedModel] = None
-        self.current: Optional[Generation] = None
-        # Concurrent generations share this BatchGenerator (None: one at a time).
+        # The lone generation on stream_generate, stepped one token per loop turn.
+        self.solo: Optional[Solo] = None
+        # Generations that arrive while others run share this BatchGenerator (None: one at a time).
         self.batch: Optional[Batch] = None
         self.eof = False
+        self.counts = {"solo": 0, "batched": 0}  # generations started on each path
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -91,8 +98,8 @@ class Worker:
             if raw is EOF_MARK:
                 # The server is gone: stop generating, then exit.
                 self.eof = True
-                if self.current:
-                    self.current.cancelled = True
+                if self.solo is not None:
+                    self.solo.cancelled = True
                 if self.batch is not None:
                     self.batch.cancel_all(self)
                 continue
@@ -105,15 +112,68 @@ class Worker:
                 self.deferred.append(msg)
 
     def _joins_batch(self, msg: dict) -> bool:
-        # A generate joins a running batch at once unless something waits before it
-        # (order is kept) or it asks for a seed (MLX's seed is global: run alone).
-        return (msg["cmd"] == "generate" and self.batch is not None and self.batch.busy
-                and self.current is None and not self.deferred and msg.get("seed") is None)
+        # A fresh generate joins at once unless something waits before it (order is kept).
+        return not self.deferred and self._can_join(msg)
+
+    def _can_join(self, msg: dict) -> bool:
+        # Joins the batch while others run, unless it or the solo asks for a seed
+        # (MLX's seed is global: a seeded generate runs alone) or every slot is taken
+        # (the solo counts as one).
+        if msg["cmd"] != "generate" or self.batch is None or not self._running():
+            return False
+        if msg.get("seed") is not None or (self.solo is not None and self.solo.seeded):
+            return False
+        taken = len(self.batch.by_uid) + (1 if self.solo is not None else 0)
+        return taken < self.batch.max_batch
 
     def _batch_busy(self) -> bool:
         return self.batch is not None and self.batch.busy
 
+    def _running(self) -> bool:
+        return self.solo is not None or self._batch_busy()
+
+    def _step_solo(self) -> None:
+        solo, failure = self.solo, None
+        try:
+            if not solo.step():
+                return
+        except WorkerError as exc:
+            failure = exc.reply(solo.id)
+        except Exception as exc:  # reported as internal; the worker keeps serving
+            self.log(f"[worker] generate id={solo.id} failed:\n{traceback.format_exc()}")
+            failure = WorkerError("internal", f"{type(exc).__name__}: {exc}").reply(solo.id)
+        gid = solo.id
+        # Drop the generation (its KV cache, if not kept) before the cache is cleared.
+        self.solo = solo = None
+        self._after_generate(gid, failure)
+
+    def _hand_off(self) -> None:
+        # Others joined: the solo continues in the batch (one forward pass per step for all).
+        solo = self.solo
+        if not solo.hand_off():
+            return  # not yet (prefill) or not exactly possible: it keeps stepping solo
+        self.solo = None
+        try:
+            self.batch.adopt(self, solo)
+        except Exception as exc:  # the solo's stream is closed: it ends with an error
+            self.log(f"[worker] hand-off of id={solo.id} failed:\n{traceback.format_exc()}")
+            solo.coal.flush(self.send)
+            gid, solo = solo.id, None
+            self._after_generate(gid, WorkerError(
+                "internal", f"{type(exc).__name__}: {exc}").reply(gid))
+
+    def _after_generate(self, gid: Any, failure: Optional[dict]) -> None:
+        if failure is not None:
+            self.send(failure)
+            # The traceback's frames hold MLX arrays; free them before clearing.
+            gc.collect()
+        # Cache hygiene after every generation: success, error or cancel.
+        memory.clear_and_log(f"after generate id={gid} "
+                             f"({'error' if failure else 'done'})", self.log)
+
     def _step_batch(self) -> None:
+        if self.solo is not None and self.batch.prefilling:
+            self.solo.coal.flush(self.send)  # a prefill chunk may run long: held text first
         try:
             with self.out.held():  # one flush for all lines of the step
                 self.batch.step(self)
@@ -127,14 +187,18 @@ class Worker:
     # -- loop -------------------------------------------------------------------
 
     def run(self) -> int:
-        while not self.eof or self._batch_busy():
-            if self._batch_busy():
-                # Generates that waited (behind a seeded one) join first, in order.
-                while (self.deferred and self.deferred[0]["cmd"] == "generate"
-                       and self.deferred[0].get("seed") is None):
+        while not self.eof or self._running():
+            if self._running():
+                # Generates that waited (behind a seeded one, or for a slot) join first, in order.
+                while self.deferred and self._can_join(self.deferred[0]):
                     self._dispatch(self.deferred.popleft())
                 # Between steps: answer cancel/stats/..., let new generates join.
                 self.poll()
+                if self.solo is not None and self._batch_busy():
+                    self._hand_off()
+                # A solo still running (alone, or not yet handed off) steps by one token.
+                if self.solo is not None:
+                    self._step_solo()
                 if self._batch_busy():
                     self._step_batch()
                 continue
@@ -248,29 +312,21 @@ class Worker:
 
     def cmd_generate(self, msg: dict) -> None:
         lm = self._require_model()
-        if self.batch is not None and self.current is None and msg.get("seed") is None:
+        if self._running():  # only joiners get here while others run (see _can_join)
             self.batch.admit(self, msg)  # a WorkerError is answered by _dispatch
+            self.counts["batched"] += 1
             return
-        failure: Optional[dict] = None
         try:
-            run_generate(self, lm, msg, self._started)
+            self.solo = Solo(self, lm, msg)  # sends started; the loop steps it from now on
         except WorkerError as exc:
-            failure = exc.reply(msg["id"])
+            self._after_generate(msg["id"], exc.reply(msg["id"]))
+            return
         except Exception as exc:  # reported as internal; the worker keeps serving
             self.log(f"[worker] generate id={msg['id']} failed:\n{traceback.format_exc()}")
-            failure = WorkerError("internal", f"{type(exc).__name__}: {exc}").reply(msg["id"])
-        finally:
-            self.current = None
-        if failure is not None:
-            self.send(failure)
-            # The traceback's frames hold MLX arrays; free them before clearing.
-            gc.collect()
-        # Cache hygiene after every generation: success, error or cancel.
-        memory.clear_and_log(f"after generate id={msg['id']} "
-                             f"({'error' if failure else 'done'})", self.log)
-
-    def _started(self, gen: Generation) -> None:
-        self.current = gen
+            self._after_generate(msg["id"], WorkerError(
+                "internal", f"{type(exc).__name__}: {exc}").reply(msg["id"]))
+            return
+        self.counts["solo"] += 1
 
     def cmd_cancel(self, msg: dict) -> None:
         target = msg.get("target")
@@ -279,8 +335,8 @@ class Worker:
             self.send({"type": "cancelled", "id": msg["id"], "target": target, "found": True})
             self.batch.cancel(self, target)  # its done follows the reply
             return
-        if self.current is not None and self.current.id == target:
-            self.current.cancelled = True
+        if self.solo is not None and self.solo.id == target:
+            self.solo.cancelled = True  # its done follows at its next step
             found = True
         else:
             # A generate still waiting behind the current one: drop it.
@@ -313,12 +369,13 @@ class Worker:
                    "generating": self._generating()[0] if self._generating() else None,
                    "active": self._generating(),
                    "deferred": len(self.deferred), "memory": memory.snapshot(),
-                   "prompt_cache": self._prompt_cache_stats()})
+                   "prompt_cache": self._prompt_cache_stats(),
+                   "solo_generations": self.counts["solo"],
+                   "batched_generations": self.counts["batched"]})
 
     def _generating(self) -> list:
-        if self.current is not None:
-            return [self.current.id]
-        return self.batch.ids() if self.batch is not None else []
+        solo = [self.solo.id] if self.solo is not None else []
+        return solo + (self.batch.ids() if self.batch is not None else [])
 
     def _prompt_cache_stats(self) -> dict:
         if self.lm is None:
