@@ -11,7 +11,7 @@ import pytest
 import make_tool_model as mtool
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make-tool-model"
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "claude-code-first-turn.json"
+FIXTURE = Path(__file__).resolve().parents[2] / "test" / "fixtures" / "claude-code-first-turn.json"
 
 
 @pytest.fixture(scope="module")
