@@ -53,13 +53,7 @@ def make(outdir: Path) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[1] in ("-h", "--help"):
-        print("usage: make_think_model.py OUTDIR", file=sys.stderr)
-        return 0 if len(argv) == 2 else 2
-    outdir = Path(argv[1]).resolve()
-    made = make(outdir)
-    print(f"think model {'written to' if made else 'already present in'} {outdir}", file=sys.stderr)
-    return 0
+    return mtool.run_cli(argv, "think model", make)
 
 
 if __name__ == "__main__":

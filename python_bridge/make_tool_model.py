@@ -88,14 +88,19 @@ def make(outdir: Path) -> bool:
     return True
 
 
-def main(argv: list[str]) -> int:
+def run_cli(argv: list[str], label: str, make_fn) -> int:
+    """`SCRIPT OUTDIR` for the fixed-chain fixture models (tool and think)."""
     if len(argv) != 2 or argv[1] in ("-h", "--help"):
-        print("usage: make_tool_model.py OUTDIR", file=sys.stderr)
+        print(f"usage: {Path(argv[0]).name} OUTDIR", file=sys.stderr)
         return 0 if len(argv) == 2 else 2
     outdir = Path(argv[1]).resolve()
-    made = make(outdir)
-    print(f"tool model {'written to' if made else 'already present in'} {outdir}", file=sys.stderr)
+    made = make_fn(outdir)
+    print(f"{label} {'written to' if made else 'already present in'} {outdir}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_cli(argv, "tool model", make)
 
 
 if __name__ == "__main__":

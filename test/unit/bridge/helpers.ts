@@ -1,5 +1,6 @@
 /** Shared setup for the bridge tests: an MlxEngine driving test/support/fake-worker.ts. */
 
+import { afterEach } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -111,4 +112,18 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** A `setup(...)` for a test file: each engine it makes is cleaned up after every test. */
+export function fakeEngines(): (...args: Parameters<typeof fakeEngine>) => FakeSetup {
+  let setups: FakeSetup[] = [];
+  afterEach(async () => {
+    await Promise.all(setups.map((s) => s.cleanup()));
+    setups = [];
+  });
+  return (...args) => {
+    const s = fakeEngine(...args);
+    setups.push(s);
+    return s;
+  };
 }

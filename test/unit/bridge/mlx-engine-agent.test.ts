@@ -1,24 +1,15 @@
 /** MlxEngine's agent features against the fake worker: tool calls, thinking, prompt cache, concurrency. */
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { toEngineEvent } from "../../../src/bridge/generation-job";
 import { EngineOverloadedError } from "../../../src/engine/errors";
 import { createMemoryRelief } from "../../../src/lifecycle/relief";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 import type { EngineEvent, ToolSpec } from "../../../src/engine/types";
-import { type FakeSetup, collect, fakeEngine, req, types, until } from "./helpers";
+import { collect, fakeEngines, req, types, until } from "./helpers";
 
 setDefaultTimeout(30_000);
 
-let setups: FakeSetup[] = [];
-function setup(...args: Parameters<typeof fakeEngine>): FakeSetup {
-  const s = fakeEngine(...args);
-  setups.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(setups.map((s) => s.cleanup()));
-  setups = [];
-});
+const setup = fakeEngines();
 
 const BASH: ToolSpec = { type: "function", function: { name: "Bash", parameters: { type: "object" } } };
 

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import {
   EngineBadRequestError,
   EngineError,
@@ -7,21 +7,12 @@ import {
   WorkerCrashedError,
 } from "../../../src/engine/errors";
 import type { EngineEvent } from "../../../src/engine/types";
-import { type FakeSetup, collect, fakeEngine, isAlive, req, types } from "./helpers";
+import { type FakeSetup, collect, fakeEngines, isAlive, req, types } from "./helpers";
 
 // Spawns processes; a loaded 2-core machine can be slow.
 setDefaultTimeout(30_000);
 
-let setups: FakeSetup[] = [];
-function setup(...args: Parameters<typeof fakeEngine>): FakeSetup {
-  const s = fakeEngine(...args);
-  setups.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(setups.map((s) => s.cleanup()));
-  setups = [];
-});
+const setup = fakeEngines();
 
 async function pid(s: FakeSetup): Promise<number> {
   const p = (await s.engine.stats()).workerPid;

@@ -1,21 +1,12 @@
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { EngineError, EngineOverloadedError } from "../../../src/engine/errors";
 import type { EngineEvent } from "../../../src/engine/types";
-import { type FakeSetup, collect, fakeEngine, req, types, until } from "./helpers";
+import { collect, fakeEngines, req, types, until } from "./helpers";
 
 // Spawns processes; a loaded 2-core machine can be slow.
 setDefaultTimeout(30_000);
 
-let setups: FakeSetup[] = [];
-function setup(...args: Parameters<typeof fakeEngine>): FakeSetup {
-  const s = fakeEngine(...args);
-  setups.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(setups.map((s) => s.cleanup()));
-  setups = [];
-});
+const setup = fakeEngines();
 
 /** Starts iterating a generation in the background (which enqueues it) and records its events. */
 function background(gen: AsyncGenerator<EngineEvent>, label = "", log: string[] = []) {
