@@ -11,7 +11,6 @@ reasoning_content and enable_thinking. Idempotent; its marker file has "kind":"t
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -28,12 +27,7 @@ CHAIN = (THINK_START, REASONING, THINK_END, ANSWER, "<|im_end|>")
 
 
 def is_complete(outdir: Path) -> bool:
-    try:
-        info = json.loads((outdir / mtm.MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return (info.get("kind") == KIND and info.get("generator_version") == GENERATOR_VERSION
-            and all((outdir / f).is_file() for f in mtm.FILES))
+    return mtm.is_complete(outdir, KIND, GENERATOR_VERSION)
 
 
 def make(outdir: Path) -> bool:

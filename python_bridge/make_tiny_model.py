@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 GENERATOR_VERSION = 1
 MARKER = "pensieve-tiny-model.json"
@@ -146,14 +147,14 @@ def _corpus() -> list[str]:
     return out
 
 
-def is_complete(outdir: Path) -> bool:
-    marker = outdir / MARKER
+def is_complete(outdir: Path, kind: Optional[str] = None, version: int = GENERATOR_VERSION) -> bool:
+    """A complete model of this generator's `kind` (None: the plain tiny model) and version."""
     try:
-        info = json.loads(marker.read_text())
+        info = json.loads((outdir / MARKER).read_text())
     except (OSError, ValueError):
         return False
-    # "kind" marks other fixture models (make_tool_model.py) written the same way.
-    return info.get("generator_version") == GENERATOR_VERSION and "kind" not in info and all(
+    # "kind" marks the other fixture models (tool, think) written the same way.
+    return info.get("generator_version") == version and info.get("kind") == kind and all(
         (outdir / f).is_file() for f in FILES
     )
 

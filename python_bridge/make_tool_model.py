@@ -34,12 +34,7 @@ LOGIT = 30.0  # successor logit; every other logit is 0
 
 
 def is_complete(outdir: Path) -> bool:
-    try:
-        info = json.loads((outdir / mtm.MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return (info.get("kind") == KIND and info.get("generator_version") == GENERATOR_VERSION
-            and all((outdir / f).is_file() for f in mtm.FILES))
+    return mtm.is_complete(outdir, KIND, GENERATOR_VERSION)
 
 
 def chain_weights(tok, chain: tuple = ("<tool_call>", CALL_JSON, "</tool_call>", "<|im_end|>")) -> dict:

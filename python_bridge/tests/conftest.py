@@ -149,6 +149,18 @@ def worker(tiny_model):
     assert not w.bad_lines, f"non-protocol stdout lines: {w.bad_lines[:5]}"
 
 
+@pytest.fixture(scope="module")
+def batch_worker(tiny_model):
+    """A worker that batches up to 4 generations, with no prompt cache (one per test module)."""
+    w = WorkerProc()
+    assert w.recv()["type"] == "hello"
+    loaded = w.request("load", model=str(tiny_model), max_batch=4, prompt_cache_entries=0)
+    assert loaded["type"] == "loaded" and loaded["max_concurrency"] == 4, loaded
+    yield w
+    w.stop()
+    assert not w.bad_lines
+
+
 def wait_for(pred: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -6,16 +6,8 @@ PROMPTS = [[{"role": "user", "content": f"request number {i}: tell me something"
 
 
 @pytest.fixture(scope="module")
-def bworker(tiny_model):
-    from conftest import WorkerProc
-
-    w = WorkerProc()
-    assert w.recv()["type"] == "hello"
-    loaded = w.request("load", model=str(tiny_model), max_batch=4, prompt_cache_entries=0)
-    assert loaded["type"] == "loaded" and loaded["max_concurrency"] == 4, loaded
-    yield w
-    w.stop()
-    assert not w.bad_lines
+def bworker(batch_worker):
+    return batch_worker
 
 
 def run_all(w, ids):

@@ -10,16 +10,8 @@ PROMPTS = [[{"role": "user", "content": f"solo test {i}: say something"}] for i 
 
 
 @pytest.fixture(scope="module")
-def sworker(tiny_model):
-    from conftest import WorkerProc
-
-    w = WorkerProc()
-    assert w.recv()["type"] == "hello"
-    loaded = w.request("load", model=str(tiny_model), max_batch=4, prompt_cache_entries=0)
-    assert loaded["type"] == "loaded" and loaded["max_concurrency"] == 4, loaded
-    yield w
-    w.stop()
-    assert not w.bad_lines
+def sworker(batch_worker):
+    return batch_worker
 
 
 def counts(w):
