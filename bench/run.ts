@@ -3,7 +3,7 @@
  * latest.md (a Markdown table) and chart.svg. Every figure is a median over repeats and every
  * comparison runs side by side in this one run, reported as a ratio.
  *
- * Options: --quick (smoke run: tiny model only, fewer repeats, no 2-layer prefix figure), --only=gate,engines,prefix,memory,binary,
+ * Options: --quick (smoke run: tiny model only, fewer repeats, no 2-layer prefix figure), --only=gate,engines,prefix,memory,binary,translate,
  * --no-build (time dist/pensieve instead of a fresh build), --prefix-100m (also run the prefix-cache
  * figure on the ~100M model; on a CPU-only machine its first turn can take most of an hour).
  */
@@ -18,11 +18,12 @@ import { measureModel, startContenders, stopContenders, type ModelCase } from ".
 import { gateSection } from "./sections/gate";
 import { memorySection } from "./sections/memory";
 import { measurePrefix } from "./sections/prefix";
+import { translateSection } from "./sections/translate";
 import { startPensieve, type Pensieve } from "./lib/servers";
 
 const REPO = join(import.meta.dir, "..");
 const RESULTS = join(import.meta.dir, "results");
-const SECTIONS = ["gate", "engines", "prefix", "memory", "binary"] as const;
+const SECTIONS = ["gate", "engines", "prefix", "memory", "binary", "translate"] as const;
 type SectionKey = (typeof SECTIONS)[number];
 
 const USAGE = `usage: bun run bench [-- --quick] [--only=${SECTIONS.join(",")}] [--no-build] [--prefix-100m]`;
@@ -177,6 +178,7 @@ async function main(): Promise<void> {
 
   await run("memory", "5. Memory", () => memorySection(tiny, { quick: opts.quick }));
   await run("binary", "6. The binary", () => binarySection({ quick: opts.quick, noBuild: opts.noBuild }));
+  await run("translate", "7. Translation", () => translateSection({ quick: opts.quick }));
 
   finishMachineInfo(machine);
   const report: Report = { generatedAt: new Date().toISOString(), mode: opts.quick ? "quick" : "full", durationS: (performance.now() - started) / 1000, machine, sections };

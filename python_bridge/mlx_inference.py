@@ -7,6 +7,7 @@ text.
 Usage:
   python3 python_bridge/mlx_inference.py [--model PATH_OR_ID] [--cache-limit-gb GB]
   python3 python_bridge/mlx_inference.py --clear-cache
+  python3 python_bridge/mlx_inference.py --counter   (token counter: tokenizer only)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--model", help="load this model at start (local dir or Hugging Face id)")
     ap.add_argument("--cache-limit-gb", type=float, default=5.0,
                     help="MLX buffer cache limit for --model (default 5)")
+    ap.add_argument("--counter", action="store_true",
+                    help="run as the token counter: load only the tokenizer, serve count_tokens")
     ap.add_argument("--clear-cache", action="store_true",
                     help="clear this process's MLX cache and exit (see note)")
     return ap.parse_args(argv)
@@ -39,6 +42,19 @@ def clear_cache_cli() -> int:
     return 0
 
 
+def run_counter(out, inbox) -> int:
+    from pensieve_bridge.counter import Counter, hello
+
+    try:
+        out.send(hello())
+        return Counter(out, inbox).run()
+    except BrokenPipeError:
+        print("[counter] stdout closed; exiting", file=sys.stderr)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.clear_cache:
@@ -49,6 +65,8 @@ def main(argv: list[str]) -> int:
     from pensieve_bridge.streams import start_reader, take_over_stdout
 
     out = take_over_stdout()
+    if args.counter:
+        return run_counter(out, start_reader())
     from pensieve_bridge.worker import Worker, hello
 
     worker = Worker(out, start_reader())

@@ -8,7 +8,7 @@ import { mapError, newRequestId } from "./anthropic/errors";
 import { anthropicRoutes, type StreamTiming } from "./anthropic/routes";
 import { docsPlugin } from "./docs/plugin";
 import type { InferenceEngine } from "./engine/types";
-import { auth } from "./http/auth";
+import { auth, tokenCheck } from "./http/auth";
 import { bodyLimit, DEFAULT_MAX_BODY_BYTES } from "./http/body-limit";
 import { healthRoutes } from "./http/health";
 import { cors, hostCheck } from "./http/host";
@@ -44,7 +44,7 @@ export interface AppDeps {
   logger?: Logger;
   /** Passed to the memory guard: the gate saw Emergency. */
   onEmergency?: (reason: string) => void;
-  /** Extra /health fields under `memory` (the memory-safety work provides them). */
+  /** The memory-safety details of /health, under `memory` (shown with the token only). */
   memoryInfo?: () => Record<string, unknown> | Promise<Record<string, unknown>>;
   /** Serve Swagger at /swagger (default true). */
   docs?: boolean;
@@ -59,7 +59,11 @@ export function createApp(deps: AppDeps) {
   const startedAt = clock();
   const aliases = typeof config.aliases === "string" ? parseAliases(config.aliases) : config.aliases;
 
-  const app = new Elysia({ name: "pensieve.app" })
+  const authorized = tokenCheck(config.token);
+
+  // Elysia's router takes the path from the first "/" at index 11 or later by default, which
+  // misreads hosts under 4 characters; 7 is just past "http://". The guards check it strictly.
+  const app = new Elysia({ name: "pensieve.app", handler: { standardHostname: false } })
     // One onError for everything: Anthropic's body, the request id, retry headers.
     .onError({ as: "global" }, ({ error, set, request }) => {
       const id = requestIdOf(set) ?? newRequestId();
@@ -86,6 +90,7 @@ export function createApp(deps: AppDeps) {
             ...(deps.onEmergency ? { onEmergency: deps.onEmergency } : {}),
           }),
     )
+    // Host and target first: every later guard and the router read the same parsed target.
     .use(hostCheck(config.allowedHosts))
     .use(cors(config.corsOrigins ?? []))
     .use(auth(config.token))
@@ -109,6 +114,8 @@ export function createApp(deps: AppDeps) {
         version: config.version,
         clock,
         startedAt,
+        memory: deps.memory,
+        showDetails: (request) => authorized(request.headers),
         ...(deps.memoryInfo ? { memoryInfo: deps.memoryInfo } : {}),
       }),
     )

@@ -37,6 +37,7 @@ export interface ServeConfig {
   memoryIntervalMs: number;
   memorySource: string | undefined;
   drainTimeoutMs: number;
+  shutdownDrainMs: number;
   killTimeoutMs: number;
   backend: string;
   upstream: string | undefined;
@@ -77,7 +78,8 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "memEmergencyGb", flag: "--mem-emergency-gb", env: "PENSIEVE_MEM_EMERGENCY_GB", kind: "number", def: 0.5, help: "... Emergency (shutdown)" },
   { key: "memoryIntervalMs", flag: "--memory-interval-ms", env: "PENSIEVE_MEMORY_INTERVAL_MS", kind: "int", def: 300, help: "memory sampling interval (250-500)" },
   { key: "memorySource", flag: "--memory-source", env: "PENSIEVE_MEMORY_SOURCE", kind: "string", def: undefined, help: "file:PATH reads available bytes from PATH (drills and tests)" },
-  { key: "drainTimeoutMs", flag: "--drain-timeout-ms", env: "PENSIEVE_DRAIN_TIMEOUT_MS", kind: "int", def: 5000, help: "emergency: wait this long for in-flight requests" },
+  { key: "drainTimeoutMs", flag: "--drain-timeout-ms", env: "PENSIEVE_DRAIN_TIMEOUT_MS", kind: "int", def: 5000, help: "EMERGENCY (memory) shutdown only: wait this long for in-flight requests before ending them" },
+  { key: "shutdownDrainMs", flag: "--shutdown-drain-ms", env: "PENSIEVE_SHUTDOWN_DRAIN_MS", kind: "int", def: 30_000, help: "Ctrl-C/SIGTERM: let running generations finish this long; then end them with a retryable error (a second signal ends the wait)" },
   { key: "killTimeoutMs", flag: "--kill-timeout-ms", env: "PENSIEVE_KILL_TIMEOUT_MS", kind: "int", def: 3000, help: "wait after SIGTERM before SIGKILL of the worker" },
   { key: "backend", flag: "--backend", env: "PENSIEVE_BACKEND", kind: "string", def: "mlx", help: "mlx (local worker) or openai (an OpenAI-compatible upstream)" },
   { key: "upstream", flag: "--upstream", env: "PENSIEVE_UPSTREAM", kind: "string", def: undefined, help: "upstream base URL for --backend openai" },
@@ -144,6 +146,41 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
     throw new UsageError("--backend openai needs --upstream URL (or --upstream-routes)");
   }
   return cfg;
+}
+
+/** True for addresses only this machine can reach: 127.0.0.0/8, ::1 and localhost. */
+export function isLoopbackHost(host: string): boolean {
+  let h = host.trim().toLowerCase();
+  if (h.startsWith("[") && h.endsWith("]")) h = h.slice(1, -1);
+  if (h === "localhost") return true;
+  // IPv4-mapped IPv6 (::ffff:127.0.0.1) is the same loopback address.
+  const v4 = h.startsWith("::ffff:") ? h.slice(7) : h;
+  const octets = v4.split(".");
+  if (octets.length === 4 && octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255)) return octets[0] === "127";
+  // ::1 in any spelling: every group but the last is zero, the last is 1.
+  const groups = h.split(":");
+  if (groups.length < 3 || groups.length > 8) return false;
+  return groups.slice(0, -1).every((g) => /^0{0,4}$/.test(g)) && /^0{0,3}1$/.test(groups.at(-1) ?? "");
+}
+
+/**
+ * Binding beyond loopback is a deliberate act: refuses (UsageError, exit 2) a non-loopback
+ * --host with the well-known default token or an empty one; otherwise returns the warning
+ * to print for a non-loopback bind, or null on loopback.
+ */
+export function checkBinding(cfg: Pick<ServeConfig, "host" | "token">): string | null {
+  if (isLoopbackHost(cfg.host)) return null;
+  if (cfg.token === DEFAULT_TOKEN || cfg.token.trim() === "") {
+    throw new UsageError(
+      `refusing to listen on ${cfg.host}, which is reachable beyond this machine, with ` +
+        `${cfg.token.trim() === "" ? "an empty token" : `the well-known default token (${DEFAULT_TOKEN})`}: ` +
+        "set a secret one with --token or PENSIEVE_TOKEN (or bind to 127.0.0.1)",
+    );
+  }
+  return (
+    `warning: listening on ${cfg.host}, beyond loopback: any machine that can reach it may use the server with the token ` +
+    "(clients that name this host differently also need --allowed-hosts)"
+  );
 }
 
 /** The `serve` section of `--help`, generated from the option table. */

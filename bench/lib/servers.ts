@@ -24,7 +24,8 @@ export async function startPensieve(modelDir: string, opts: { command?: string[]
   });
   track(server.proc);
   const health = async () => {
-    const res = await fetch(`${server.url}/health`);
+    // Engine stats and memory details are shown only with the token.
+    const res = await fetch(`${server.url}/health`, { headers: { "x-api-key": TOKEN } });
     return (await res.json()) as Record<string, any>;
   };
   // /health answers while the worker may still be loading; wait for ready.

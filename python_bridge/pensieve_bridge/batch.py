@@ -15,8 +15,8 @@ from typing import Any, Optional
 from . import memory
 from .coalesce import Coalescer
 from .errors import prompt_too_long
-from .generation import (GenerateParams, Host, TextOutput, created_tokens, parse_params,
-                         plan_output, prompt_cache_for, render)
+from .generation import (GenerateParams, Host, TextOutput, cache_breakpoint, created_tokens,
+                         parse_params, plan_output, prompt_cache_for, render)
 from .model import LoadedModel
 from .prompt_cache import cache_length
 
@@ -47,6 +47,7 @@ class Request:
     completion: int = 0
     last_progress: int = -1
     resumed: bool = False  # began solo (solo.py) and continues here: its prefill is done
+    breakpoint: int = 0  # prompt tokens up to the last cache breakpoint (cache_breakpoint)
 
 
 class Batch:
@@ -91,6 +92,7 @@ class Batch:
         if n_prompt >= ctx:
             raise prompt_too_long(n_prompt, ctx)
         max_tokens = min(p.max_tokens, ctx - n_prompt)
+        breakpoint = cache_breakpoint(lm, p, ids)
         cache, cached = prompt_cache_for(lm, ids)
         sampler = make_sampler(temp=p.temperature, top_p=p.top_p, top_k=p.top_k)
         (uid,) = self.gen.insert([ids[cached:]], max_tokens=[max_tokens],
@@ -100,7 +102,8 @@ class Batch:
         req = Request(gid, uid, p, n_prompt, cached,
                       TextOutput(gid, p.stop, splitter, bool(p.enable_thinking),
                                  p.parallel_tool_calls),
-                      lm.tokenizer.detokenizer, Coalescer(gid, lm.delta_window_s))
+                      lm.tokenizer.detokenizer, Coalescer(gid, lm.delta_window_s),
+                      breakpoint=breakpoint)
         self.by_uid[uid] = req
         host.send({"type": "started", "id": gid, "prompt_tokens": n_prompt, "cached_tokens": cached})
         self._progress(host, req, cached)
@@ -123,7 +126,7 @@ class Batch:
                                  samplers=[sampler], stop_sequences=[self.stops])
         self.by_uid[uid] = Request(solo.id, uid, p, solo.n_prompt, solo.cached, solo.output,
                                    detok, solo.coal, t0=solo.t0, completion=solo.completion,
-                                   resumed=True)
+                                   resumed=True, breakpoint=solo.breakpoint)
 
     # -- stepping -----------------------------------------------------------------
 
@@ -248,7 +251,7 @@ class Batch:
                    "stop_sequence": req.output.matched if finish == "stop_sequence" else None,
                    "prompt_tokens": req.n_prompt, "completion_tokens": req.completion,
                    "cached_tokens": req.cached,
-                   "cache_created_tokens": created_tokens(stored, req.n_prompt, req.cached)})
+                   "cache_created_tokens": created_tokens(stored, req.breakpoint, req.cached)})
         host.log(f"[worker] generate id={req.gid} finish={finish} prompt_tokens={req.n_prompt} "
                  f"completion_tokens={req.completion} "
                  f"path={'solo+batch' if req.resumed else 'batch'} "

@@ -9,6 +9,7 @@ from typing import Any, Optional, Protocol
 
 from .errors import WorkerError, bad_request
 from .model import LoadedModel, RenderError
+from .prompt_cache import common_prefix
 from .splitter import OutputSplitter
 from .stops import StopMatcher
 from .toolcalls import new_call_id
@@ -35,6 +36,8 @@ class GenerateParams:
     seed: Optional[int] = None
     tool_choice: Any = "auto"  # "auto" | "none" | "required" | {"name": X}
     parallel_tool_calls: bool = True
+    # The last cache breakpoint: (messages covered, content characters of the last), or None.
+    cache_prefix: Optional[tuple[int, Optional[int]]] = None
 
 
 def _num(msg: dict, key: str, default: float, lo: float, hi: float) -> float:
@@ -60,6 +63,21 @@ def parse_prompt(msg: dict) -> tuple[list, Optional[list], Optional[bool]]:
     if thinking is not None and not isinstance(thinking, bool):
         raise bad_request("enable_thinking must be a boolean")
     return messages, tools or None, thinking
+
+
+def _int_or_none(val: Any) -> bool:
+    return val is None or (isinstance(val, int) and not isinstance(val, bool) and val >= 0)
+
+
+def parse_cache_prefix(msg: dict, n_messages: int) -> Optional[tuple[int, Optional[int]]]:
+    cp = msg.get("cache_prefix")
+    if cp is None:
+        return None
+    n = cp.get("messages") if isinstance(cp, dict) else None
+    chars = cp.get("content_chars") if isinstance(cp, dict) else None
+    if n is None or not _int_or_none(n) or n > n_messages or not _int_or_none(chars):
+        raise bad_request("cache_prefix must be {messages: 0..len(messages), content_chars?: integer >= 0}")
+    return n, chars
 
 
 def parse_params(msg: dict) -> GenerateParams:
@@ -92,6 +110,7 @@ def parse_params(msg: dict) -> GenerateParams:
         temperature=_num(msg, "temperature", 1.0, 0.0, 100.0),
         top_p=_num(msg, "top_p", 1.0, 0.0, 1.0), top_k=top_k, stop=stop, seed=seed,
         tool_choice=choice, parallel_tool_calls=parallel,
+        cache_prefix=parse_cache_prefix(msg, len(messages)),
     )
 
 
@@ -101,6 +120,57 @@ def render(lm: LoadedModel, messages: list, tools: Optional[list],
         return lm.render(messages, tools, thinking)
     except RenderError as exc:
         raise bad_request(str(exc)) from exc
+
+
+def _utf16_prefix(text: str, units: int) -> str:
+    # content_chars counts UTF-16 code units (the server's string lengths), not code points.
+    return text.encode("utf-16-le")[:2 * units].decode("utf-16-le", errors="ignore")
+
+
+def _common_text_prefix(a: str, b: str) -> int:
+    # Binary search on slice equality: C-speed compares, not a Python loop per character.
+    if b.startswith(a):
+        return len(a)
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def cache_breakpoint(lm: LoadedModel, p: GenerateParams, ids: list[int]) -> int:
+    """Prompt tokens up to the request's last cache breakpoint (0: none).
+
+    Renders the prefix as text (no generation prompt). Cheap path: where it diverges from the
+    prompt's text, the rest of the prompt must tokenize to the prompt's last ids; else the
+    prefix is tokenized and its common prefix with the prompt's ids taken."""
+    if p.cache_prefix is None:
+        return 0
+    n, chars = p.cache_prefix
+    msgs = list(p.messages[:n])
+    if chars is not None and msgs and isinstance(msgs[-1].get("content"), str):
+        msgs[-1] = {**msgs[-1], "content": _utf16_prefix(msgs[-1]["content"], chars)}
+    kwargs: dict[str, Any] = {"add_generation_prompt": False, "tokenize": False}
+    if p.tools:
+        kwargs["tools"] = p.tools
+    if p.enable_thinking is not None and lm._template_uses("enable_thinking"):
+        kwargs["enable_thinking"] = bool(p.enable_thinking)
+    try:
+        text = lm.tokenizer.apply_chat_template(msgs, **kwargs)
+    except Exception:  # noqa: BLE001 - e.g. a template that cannot render no messages: no writes
+        return 0
+    if not isinstance(text, str):
+        return 0
+    tok = lm.tokenizer
+    full = tok.decode(ids, clean_up_tokenization_spaces=False)
+    same = _common_text_prefix(text, full)
+    tail = [int(t) for t in tok.encode(full[same:], add_special_tokens=False)] if same < len(full) else []
+    if len(tail) <= len(ids) and ids[len(ids) - len(tail):] == tail:
+        return len(ids) - len(tail)
+    return common_prefix([int(t) for t in tok.encode(text, add_special_tokens=False)], ids)
 
 
 class TextOutput:
@@ -189,11 +259,12 @@ def plan_output(lm: LoadedModel, p: GenerateParams, ids: list[int]) -> tuple[lis
     return ids, splitter
 
 
-def created_tokens(stored: int, n_prompt: int, cached: int) -> int:
+def created_tokens(stored: int, breakpoint: int, cached: int) -> int:
     """Prompt tokens newly written to the prefix cache (Anthropic's cache_creation).
 
-    stored: tokens the kept entry holds (0: none kept); a cancelled prefill holds fewer."""
-    return max(0, min(stored, n_prompt) - cached)
+    As Anthropic counts: only tokens up to the request's last cache breakpoint (0: none, so
+    no writes). stored: tokens the kept entry holds (0: none kept); a cancelled prefill holds fewer."""
+    return max(0, min(stored, breakpoint) - cached)
 
 
-__all__ = ["WorkerError", "parse_prompt", "render", "TextOutput", "created_tokens"]
+__all__ = ["WorkerError", "parse_prompt", "render", "TextOutput", "created_tokens", "cache_breakpoint"]

@@ -44,6 +44,11 @@ def cache_length(cache: list) -> Optional[int]:
     return None
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token id lists."""
+    return _common_prefix(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+
+
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     m = min(len(a), len(b))
     if m == 0:

@@ -15,8 +15,8 @@ from typing import Any
 from . import faults
 from .coalesce import Coalescer
 from .errors import prompt_too_long
-from .generation import (Host, TextOutput, created_tokens, parse_params, plan_output,
-                         prompt_cache_for, render)
+from .generation import (Host, TextOutput, cache_breakpoint, created_tokens, parse_params,
+                         plan_output, prompt_cache_for, render)
 from .model import LoadedModel
 from .prompt_cache import cache_length
 
@@ -48,6 +48,7 @@ class Solo:
         if n_prompt >= ctx:
             raise prompt_too_long(n_prompt, ctx)
         self.max_tokens = max_tokens = min(p.max_tokens, ctx - n_prompt)  # clamp, never refuse
+        self.breakpoint = cache_breakpoint(lm, p, ids)
         cache, cached = prompt_cache_for(lm, ids)
         if cache is None:
             cache = make_prompt_cache(lm.model)  # ours, so it can be kept for the next prompt
@@ -147,7 +148,7 @@ class Solo:
                         "stop_sequence": self.output.matched if finish == "stop_sequence" else None,
                         "prompt_tokens": n_prompt, "completion_tokens": int(self.completion),
                         "cached_tokens": cached,
-                        "cache_created_tokens": created_tokens(stored, n_prompt, cached)})
+                        "cache_created_tokens": created_tokens(stored, self.breakpoint, cached)})
         self.host.log(f"[worker] generate id={self.id} finish={finish} prompt_tokens={n_prompt} "
                       f"completion_tokens={self.completion} path=solo gen_tps={self.tps:.1f} "
                       f"seconds={time.perf_counter() - self.t0:.3f}")

@@ -7,7 +7,6 @@ a running solo is then handed to the batch."""
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
 import queue
@@ -18,9 +17,10 @@ from typing import Any, Optional
 
 import mlx.core as mx
 
-from . import PROTOCOL_VERSION, faults, memory
+from . import faults, memory
 from .batch import DEFAULT_MAX_BATCH, Batch, can_batch
 from .coalesce import DEFAULT_WINDOW_S
+from .commands import parse_command
 from .errors import WorkerError, bad_request
 from .generation import parse_prompt, render
 from .model import LoadedModel, load_model
@@ -30,6 +30,7 @@ from .warmup import warm_up
 
 DEFAULT_CACHE_LIMIT_GB = 5.0
 # Answered at once even while a generation runs; everything else waits for it.
+# (The server sends count_tokens to the token counter, counter.py, not here.)
 IMMEDIATE = {"cancel", "stats", "count_tokens", "cache_relieve"}
 DEFAULT_PROMPT_CACHE_ENTRIES = 4
 DEFAULT_PROMPT_CACHE_GB = 2.0
@@ -66,27 +67,7 @@ class Worker:
 
     def _parse(self, raw: bytes) -> Optional[dict]:
         """A command dict, or None after answering a malformed line."""
-        try:
-            msg = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            self.send({"type": "error", "id": None, "code": "bad_request",
-                       "message": "line is not valid JSON"})
-            return None
-        if not isinstance(msg, dict):
-            self.send(bad_request("a command must be a JSON object").reply(None))
-            return None
-        cmd_id = msg.get("id")
-        if not isinstance(cmd_id, (str, int)) or isinstance(cmd_id, bool):
-            self.send(bad_request("a command needs an id (string)").reply(None))
-            return None
-        if msg.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
-            self.send(bad_request(f"unsupported protocol version {msg.get('v')!r}; "
-                                  f"this worker speaks {PROTOCOL_VERSION}").reply(cmd_id))
-            return None
-        if not isinstance(msg.get("cmd"), str):
-            self.send(bad_request("a command needs a cmd (string)").reply(cmd_id))
-            return None
-        return msg
+        return parse_command(raw, self.send)
 
     def poll(self) -> None:
         """Between tokens: answer cancel/stats/count_tokens now, defer the rest."""

@@ -3,8 +3,9 @@
  * stream converter so that JSON and SSE answers cannot drift apart.
  */
 import type { EngineEvent } from "../engine/types";
+import { ServiceUnavailableError } from "./errors";
 import type { ContentBlockT, MessageT, StopReasonT, UsageT } from "./schemas";
-import { type SseEvent, StreamConverter, type StreamConverterOptions } from "./stream";
+import { CANCELLED_MESSAGE, type SseEvent, StreamConverter, type StreamConverterOptions } from "./stream";
 
 type Draft = ContentBlockT & { partialJson?: string };
 
@@ -78,7 +79,7 @@ export class MessageAccumulator {
   }
 }
 
-/** Folds engine events into a complete Message. */
+/** Folds engine events into a complete Message; a cancelled generation throws a 503 instead. */
 export async function aggregate(events: AsyncIterable<EngineEvent>, opts: StreamConverterOptions): Promise<MessageT> {
   const conv = new StreamConverter(opts);
   const acc = new MessageAccumulator();
@@ -88,6 +89,12 @@ export async function aggregate(events: AsyncIterable<EngineEvent>, opts: Stream
     if (conv.isFinished) break;
   }
   if (!conv.isFinished) throw new Error("generation ended without a done event");
+  return complete(conv, acc);
+}
+
+// A cancelled generation is a fragment: a retryable 503, never a Message with end_turn.
+function complete(conv: StreamConverter, acc: MessageAccumulator): MessageT {
+  if (conv.isCancelled) throw new ServiceUnavailableError(CANCELLED_MESSAGE);
   return acc.result();
 }
 
@@ -97,5 +104,5 @@ export function aggregateEvents(events: readonly EngineEvent[], opts: StreamConv
   const acc = new MessageAccumulator();
   for (const e of conv.start()) acc.apply(e);
   for (const ev of events) for (const e of conv.push(ev)) acc.apply(e);
-  return acc.result();
+  return complete(conv, acc);
 }

@@ -9,9 +9,9 @@ import type { Logger } from "../log";
 import { emergencySignalOf } from "../memory/plugin";
 import { aggregate } from "./aggregate";
 import { type AliasRule, CLAUDE_MODEL_ID, listedModelIds, resolveModel } from "./aliases";
-import { mapError, newId, newRequestId } from "./errors";
+import { mapError, newId, newRequestId, ServiceUnavailableError } from "./errors";
 import { anthropicModels, type MessagesRequestT, MessagesQuery, type ModelInfoT } from "./schemas";
-import { errorEvent, type SseEvent, StreamConverter } from "./stream";
+import { CANCELLED_MESSAGE, errorEvent, type SseEvent, StreamConverter } from "./stream";
 import { thinkingOmitted, toGenerateRequest, toPromptInput, type TranslateOptions } from "./translate";
 
 /** SSE timing: how long to hold the status open, and how often to ping. */
@@ -34,6 +34,8 @@ export interface AnthropicRoutesDeps {
 }
 
 const TICK = Symbol("tick");
+
+const isCancelledDone = (ev: EngineEvent) => ev.type === "done" && ev.finishReason === "cancelled";
 
 // An OpenAPI reference to one of the models registered with `.model()`.
 const schemaRef = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -81,7 +83,7 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
   /** Streams one generation. Errors before the first yield propagate (JSON status); after, `event: error`. */
   async function* streamMessage(body: MessagesRequestT, req: GenerateRequest, request: Request) {
     const started = clock();
-    const conv = new StreamConverter({ messageId: newId("msg_"), model: body.model, omitThinking: thinkingOmitted(body) });
+    const conv = new StreamConverter({ messageId: newId("msg_"), model: body.model, omitThinking: thinkingOmitted(body), requestId: req.requestId });
     const ac = new AbortController();
     // Elysia only closes our generator at its next yield; the signal reaches the engine at once.
     const unlink = linkAbort(ac, request);
@@ -97,6 +99,8 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
       } else {
         pending = null;
         if (first.done) throw new Error("generation ended before it started");
+        // Cancelled before the first byte: a plain 503, as for any refusal before the stream.
+        if (isCancelledDone(first.value)) throw new ServiceUnavailableError(CANCELLED_MESSAGE);
         yield* emit(conv.push(first.value));
       }
       while (!conv.isFinished) {
@@ -110,7 +114,7 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
         if (r.done) throw new Error("generation ended without a done event");
         yield* emit(conv.push(r.value));
       }
-      outcome = "done";
+      outcome = !conv.isCancelled ? "done" : ac.signal.aborted ? "aborted" : "cancelled";
     } catch (err) {
       // Client gone or emergency shutdown (whose guard writes its own error event).
       if (ac.signal.aborted) {
@@ -144,6 +148,7 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
         messageId: newId("msg_"),
         model: body.model,
         omitThinking: thinkingOmitted(body),
+        requestId: req.requestId,
       });
       finished = true;
       logger?.info("messages", { requestId: req.requestId, model: body.model, stop: message.stop_reason, ms: clock() - started });

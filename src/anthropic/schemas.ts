@@ -3,9 +3,53 @@
  * Requests are permissive on purpose: unknown fields and beta features
  * (cache_control, context_management, output_config, strict, defer_loading...) pass.
  */
+import { DefaultErrorFunction, type ErrorFunctionParameter, SetErrorFunction, type ValueError, ValueErrorType } from "@sinclair/typebox/errors";
 import { t, type Static } from "elysia";
 
 const open = { additionalProperties: true } as const;
+
+type Variant = { type?: string; properties?: { type?: { const?: unknown } } };
+
+// The variant the value means: the one whose `type` literal it names, else the only one of its JSON type.
+function chosenVariant(variants: readonly Variant[], value: unknown): number {
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    const tag = (value as { type?: unknown }).type;
+    const i = variants.findIndex((v) => v.properties?.type?.const !== undefined && v.properties.type.const === tag);
+    if (i >= 0) return i;
+  }
+  const json = Array.isArray(value) ? "array" : value === null ? "null" : typeof value;
+  const same = variants.flatMap((v, i) => (v.type === json ? [i] : []));
+  return same.length === 1 ? same[0]! : -1;
+}
+
+// Leaf errors found for union errors, by their `errors` array (sub-iterators can be read once only).
+const leafOfUnion = new WeakMap<object, { path: string; message: string }>();
+
+// The innermost error under a union error, following the chosen variant at each level.
+function innermost(e: ErrorFunctionParameter): { path: string; message: string } | undefined {
+  const variants = (e.schema as { anyOf?: Variant[] }).anyOf ?? [];
+  const i = chosenVariant(variants, e.value);
+  const first: ValueError | undefined = i >= 0 ? e.errors[i]?.First() : undefined;
+  if (!first) return undefined;
+  return (first.type === ValueErrorType.Union && leafOfUnion.get(first.errors)) || first;
+}
+
+// For a union error: "<relative.path>: <message>" of the field that failed, or undefined.
+function unionErrorMessage(e: ErrorFunctionParameter): string | undefined {
+  if (e.errorType !== ValueErrorType.Union) return undefined;
+  const leaf = innermost(e);
+  if (!leaf) return undefined;
+  leafOfUnion.set(e.errors, leaf);
+  const rel = leaf.path.slice(e.path.length).replace(/^\//, "").replaceAll("/", ".");
+  return rel ? `${rel}: ${leaf.message}` : leaf.message;
+}
+
+// TypeBox says only "Expected union value" for a bad content block; name the block and the field.
+SetErrorFunction((e) => {
+  const own = (e.schema as { errorMessage?: unknown }).errorMessage;
+  if (typeof own === "string") return own;
+  return unionErrorMessage(e) ?? DefaultErrorFunction(e);
+});
 
 // ---------------------------------------------------------------- request blocks
 
@@ -19,8 +63,16 @@ export const ImageBlockParam = t.Object(
   { ...open, title: "ImageBlockParam", description: "An image. Refused with 400 unless the model supports vision." },
 );
 
+// Elysia's normalizer turns an array or a string into an object before checking a plain Record;
+// it leaves an Intersect alone, so `"input": []` or `"input": "x"` is refused as Anthropic refuses it.
+const INPUT_NOT_OBJECT = "tool_use input must be a JSON object";
+const ToolInput = t.Intersect(
+  [t.Record(t.String(), t.Unknown(), { errorMessage: INPUT_NOT_OBJECT }), t.Not(t.Array(t.Unknown()), { errorMessage: INPUT_NOT_OBJECT })],
+  { errorMessage: INPUT_NOT_OBJECT, description: "The call's arguments: a JSON object (an array or a string is refused)." },
+);
+
 export const ToolUseBlockParam = t.Object(
-  { type: t.Literal("tool_use"), id: t.String(), name: t.String(), input: t.Record(t.String(), t.Unknown()) },
+  { type: t.Literal("tool_use"), id: t.String(), name: t.String(), input: ToolInput },
   { ...open, title: "ToolUseBlockParam", description: "A tool call the assistant made earlier." },
 );
 

@@ -22,11 +22,18 @@ export interface StreamConverterOptions {
   model: string;
   /** thinking.display === "omitted": thinking blocks carry a signature but no text. */
   omitThinking?: boolean;
+  /** Echoed in the error event that ends a cancelled generation. */
+  requestId?: string | null;
 }
 
-/** Engine finish reasons -> Anthropic stop reasons. */
-export function stopReasonOf(reason: FinishReason, sawToolCall: boolean): StopReasonT {
+/**
+ * Engine finish reasons -> Anthropic stop reasons. A cancelled generation has none (null):
+ * it was cut short, and calling it end_turn would pass a fragment off as the whole answer.
+ */
+export function stopReasonOf(reason: FinishReason, sawToolCall: boolean): StopReasonT | null {
   switch (reason) {
+    case "cancelled":
+      return null;
     case "length":
       return "max_tokens";
     case "stop_sequence":
@@ -38,6 +45,9 @@ export function stopReasonOf(reason: FinishReason, sawToolCall: boolean): StopRe
       return sawToolCall ? "tool_use" : "end_turn";
   }
 }
+
+/** The error that ends a cancelled generation (stream `event: error`, JSON 503): retryable. */
+export const CANCELLED_MESSAGE = "The generation was cancelled before it finished, so the answer is incomplete. Retry the request.";
 
 /**
  * Anthropic splits the prompt into uncached input_tokens, cache reads and cache writes;
@@ -90,6 +100,7 @@ type OpenBlock = { kind: "text" } | { kind: "thinking"; text: string };
 export class StreamConverter {
   private started = false;
   private finished = false;
+  private cancelled = false;
   private open: OpenBlock | null = null;
   private index = -1;
   private sawToolCall = false;
@@ -102,9 +113,14 @@ export class StreamConverter {
     return this.started;
   }
 
-  /** True once message_stop was produced. */
+  /** True once the stream ended: message_stop, or the error event of a cancelled generation. */
   get isFinished(): boolean {
     return this.finished;
+  }
+
+  /** True when the generation was cancelled: the stream ended with `event: error`, not message_stop. */
+  get isCancelled(): boolean {
+    return this.cancelled;
   }
 
   /** message_start, once. Usage is known only if the engine already said `started`. */
@@ -190,8 +206,15 @@ export class StreamConverter {
   }
 
   private done(out: SseEvent[], ev: Extract<EngineEvent, { type: "done" }>): void {
-    this.closeBlock(out);
     const stopReason = stopReasonOf(ev.finishReason, this.sawToolCall);
+    this.finished = true;
+    if (stopReason === null) {
+      // Cut short: end as Anthropic does mid-stream, with an error clients retry; no message_stop.
+      this.cancelled = true;
+      out.push(errorEvent("overloaded_error", CANCELLED_MESSAGE, this.opts.requestId ?? null));
+      return;
+    }
+    this.closeBlock(out);
     out.push({
       event: "message_delta",
       data: {
@@ -203,7 +226,6 @@ export class StreamConverter {
       },
     });
     out.push({ event: "message_stop", data: { type: "message_stop" } });
-    this.finished = true;
   }
 
   private openBlock(out: SseEvent[], block: OpenBlock, contentBlock: Record<string, unknown>): void {

@@ -2,7 +2,7 @@
  * Pure translation: an Anthropic request -> the engine's neutral chat dialect.
  * Rendering choices here (joins, order) are stable so that prefix reuse works turn to turn.
  */
-import type { ChatMessage, ChatToolCall, GenerateRequest, PromptInput, ToolChoice, ToolSpec } from "../engine/types";
+import type { CachePrefix, ChatMessage, ChatToolCall, GenerateRequest, PromptInput, ToolChoice, ToolSpec } from "../engine/types";
 import { PromptTooLongError } from "../engine/errors";
 import { InvalidRequestError } from "./errors";
 import type { ContentBlockParamT, CountTokensRequestT, MessageParamT, MessagesRequestT, ToolParamT } from "./schemas";
@@ -29,12 +29,16 @@ type TextB = { type: "text"; text: string };
 type ToolUseB = { type: "tool_use"; id: string; name: string; input: Record<string, unknown> };
 type ToolResultB = { type: "tool_result"; tool_use_id: string; content?: string | Block[]; is_error?: boolean };
 type ThinkingB = { type: "thinking"; thinking: string };
+type DocSource = { type?: unknown; data?: unknown; media_type?: unknown; content?: unknown };
+type DocumentB = { type: "document"; source?: DocSource; title?: unknown; context?: unknown };
 
 // The open "other" block (type: string) defeats TS narrowing on `type`; these guards restore it.
 const isText = (b: Block): b is Block & TextB => b.type === "text";
 const isToolUse = (b: Block): b is Block & ToolUseB => b.type === "tool_use";
 const isToolResult = (b: Block): b is Block & ToolResultB => b.type === "tool_result";
 const isThinking = (b: Block): b is Block & ThinkingB => b.type === "thinking";
+const isDocument = (b: Block): b is Block & DocumentB => b.type === "document";
+const hasBreakpoint = (b: unknown): boolean => !!(b && typeof b === "object" && (b as { cache_control?: unknown }).cache_control);
 
 function imageError(opts: TranslateOptions): InvalidRequestError {
   return new InvalidRequestError(
@@ -52,73 +56,163 @@ export function systemText(system: MessagesRequestT["system"]): string | null {
     const nl = system.indexOf("\n");
     return nl < 0 ? null : system.slice(nl + 1) || null;
   }
-  const blocks = system.filter((b, i) => !(i === 0 && b.text.startsWith(BILLING_HEADER_PREFIX)));
-  const text = blocks.map((b) => b.text).join(BLOCK_JOIN);
+  const text = systemBlocks(system).map((b) => b.text).join(BLOCK_JOIN);
   return text || null;
 }
 
-function toolResultText(block: ToolResultB, opts: TranslateOptions): string {
+const systemBlocks = <B extends { text: string }>(blocks: readonly B[]): B[] =>
+  blocks.filter((b, i) => !(i === 0 && b.text.startsWith(BILLING_HEADER_PREFIX)));
+
+// The text of a content-source document: its text blocks, joined as a message's are.
+function contentSourceText(content: unknown, path: string, opts: TranslateOptions): string {
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) throw new InvalidRequestError(`${path}.source.content: expected a string or an array of text blocks`);
+  return content
+    .map((b: { type?: unknown; text?: unknown }, k) => {
+      if (b?.type === "text" && typeof b.text === "string") return b.text;
+      if (b?.type === "image") throw imageError(opts);
+      throw new InvalidRequestError(`${path}.source.content.${k}: only text blocks can be read in a document by the served model`);
+    })
+    .join(BLOCK_JOIN);
+}
+
+/** A document block as text (plain-text and content sources); other sources are a 400 naming the block. */
+export function documentText(b: DocumentB, path: string, opts: TranslateOptions): string {
+  const src = b.source ?? {};
+  let body: string;
+  if (src.type === "text" && typeof src.data === "string") body = src.data;
+  else if (src.type === "text") throw new InvalidRequestError(`${path}.source.data: a text document needs its text as a string`);
+  else if (src.type === "content") body = contentSourceText(src.content, path, opts);
+  else {
+    const media = typeof src.media_type === "string" ? ` (${src.media_type})` : "";
+    throw new InvalidRequestError(
+      `${path}: document blocks with source type "${String(src.type)}"${media} are not supported by the served model; send the text instead`,
+    );
+  }
+  // A stable rendering, so that prefix reuse works turn to turn.
+  const head: string[] = [];
+  if (typeof b.title === "string" && b.title) head.push(`Document: ${b.title}`);
+  if (typeof b.context === "string" && b.context) head.push(`Context: ${b.context}`);
+  return head.length ? `${head.join("\n")}\n\n${body}` : body;
+}
+
+function toolResultText(block: ToolResultB, path: string, opts: TranslateOptions): string {
   const c = block.content;
   let text: string;
   if (c === undefined) text = "";
   else if (typeof c === "string") text = c;
   else {
     const parts: string[] = [];
-    for (const b of c) {
+    c.forEach((b, k) => {
       if (b.type === "image") throw imageError(opts);
-      // tool_reference, search_result, documents: rendered as JSON so nothing is silently lost.
-      parts.push(isText(b) ? b.text : JSON.stringify(b));
-    }
+      if (isDocument(b)) parts.push(documentText(b, `${path}.content.${k}`, opts));
+      // tool_reference, search_result, ...: rendered as JSON so nothing is silently lost.
+      else parts.push(isText(b) ? b.text : JSON.stringify(b));
+    });
     text = parts.join(BLOCK_JOIN);
   }
   return block.is_error ? `Error: ${text}` : text;
 }
 
+// One chat message being built. Merged turns collect their parts here, joined once at the end:
+// re-joining the accumulated text per turn was quadratic.
+interface Draft {
+  msg: ChatMessage;
+  parts?: string[];
+  reasoning?: (string | undefined)[];
+}
+
+// Where a cache breakpoint falls: draft `draft`, after `chars` characters of its part `part`.
+// "tools": before any message (a breakpoint on tools, or on a dropped system block).
+type Mark = { draft: number; part: number; chars: number } | "tools";
+
 interface Ctx {
   opts: TranslateOptions;
   /** tool_use id -> tool name, from earlier assistant turns. */
   toolNames: Map<string, string>;
-  out: ChatMessage[];
+  out: Draft[];
+  /** The last cache_control breakpoint seen, in prompt order. */
+  mark: Mark | null;
 }
 
-function pushMerged(ctx: Ctx, msg: ChatMessage): void {
-  // Anthropic combines consecutive user (or assistant) turns into one; templates often need it.
+const mergeable = (m: ChatMessage) => (m.role === "user" || m.role === "assistant") && !m.tool_call_id;
+
+// Anthropic combines consecutive user (or assistant) turns into one; templates often need it.
+// Returns where the message landed: [draft index, part index].
+function pushMerged(ctx: Ctx, msg: ChatMessage): [number, number] {
   const last = ctx.out[ctx.out.length - 1];
-  const mergeable = (m: ChatMessage) => (m.role === "user" || m.role === "assistant") && !m.tool_call_id;
-  if (last && last.role === msg.role && mergeable(last) && mergeable(msg)) {
-    last.content = [last.content, msg.content].filter(Boolean).join(BLOCK_JOIN);
-    if (msg.tool_calls) last.tool_calls = [...(last.tool_calls ?? []), ...msg.tool_calls];
-    if (msg.reasoning_content)
-      last.reasoning_content = [last.reasoning_content, msg.reasoning_content].filter(Boolean).join(BLOCK_JOIN);
-    return;
+  if (last && last.msg.role === msg.role && mergeable(last.msg) && mergeable(msg)) {
+    last.parts ??= [last.msg.content];
+    last.reasoning ??= [last.msg.reasoning_content];
+    last.parts.push(msg.content);
+    last.reasoning.push(msg.reasoning_content);
+    if (msg.tool_calls) for (const c of msg.tool_calls) (last.msg.tool_calls ??= []).push(c);
+    return [ctx.out.length - 1, last.parts.length - 1];
   }
-  ctx.out.push(msg);
+  ctx.out.push({ msg });
+  return [ctx.out.length - 1, 0];
+}
+
+// Exactly what joining turn by turn gave: empty parts skipped, a lone turn kept as it is.
+function finishDraft(d: Draft): ChatMessage {
+  const { msg, parts, reasoning } = d;
+  if (!parts || !reasoning) return msg;
+  msg.content = parts.filter(Boolean).join(BLOCK_JOIN);
+  const [first, ...more] = reasoning;
+  const rest = more.filter(Boolean);
+  const joined = rest.length ? [first, ...rest].filter(Boolean).join(BLOCK_JOIN) : first;
+  if (joined === undefined) delete msg.reasoning_content;
+  else msg.reasoning_content = joined;
+  return msg;
+}
+
+// Characters of the first `count` items joined by BLOCK_JOIN.
+function joinedLength(items: readonly string[], count: number): number {
+  let n = 0;
+  for (let i = 0; i < count; i++) n += items[i]!.length + (i ? BLOCK_JOIN.length : 0);
+  return n;
 }
 
 function blocksOf(m: MessageParamT): Block[] {
   return typeof m.content === "string" ? [{ type: "text", text: m.content }] : m.content;
 }
 
+function toolMessage(ctx: Ctx, b: ToolResultB, index: number, j: number): void {
+  const name = ctx.toolNames.get(b.tool_use_id);
+  if (name === undefined)
+    throw new InvalidRequestError(
+      `messages.${index}: unexpected tool_use_id found in tool_result blocks: ${b.tool_use_id}. ` +
+        "Each tool_result block must have a corresponding tool_use block in a previous message.",
+    );
+  const content = toolResultText(b, `messages.${index}.content.${j}`, ctx.opts);
+  ctx.out.push({ msg: { role: "tool", content, tool_call_id: b.tool_use_id, name } });
+  if (hasBreakpoint(b)) ctx.mark = { draft: ctx.out.length - 1, part: 0, chars: content.length };
+}
+
 function translateUser(ctx: Ctx, m: MessageParamT, index: number): void {
   let texts: string[] = [];
+  let marked = 0; // texts of the pending run covered by a breakpoint
   const flush = () => {
-    if (texts.length) pushMerged(ctx, { role: "user", content: texts.join(BLOCK_JOIN) });
+    if (texts.length) {
+      const [draft, part] = pushMerged(ctx, { role: "user", content: texts.join(BLOCK_JOIN) });
+      if (marked) ctx.mark = { draft, part, chars: joinedLength(texts, marked) };
+    }
     texts = [];
+    marked = 0;
   };
-  for (const b of blocksOf(m)) {
+  const blocks = blocksOf(m);
+  for (let j = 0; j < blocks.length; j++) {
+    const b = blocks[j]!;
     if (isText(b)) texts.push(b.text);
+    else if (isDocument(b)) texts.push(documentText(b, `messages.${index}.content.${j}`, ctx.opts));
     else if (b.type === "image") throw imageError(ctx.opts);
     else if (isToolResult(b)) {
-      const name = ctx.toolNames.get(b.tool_use_id);
-      if (name === undefined)
-        throw new InvalidRequestError(
-          `messages.${index}: unexpected tool_use_id found in tool_result blocks: ${b.tool_use_id}. ` +
-            "Each tool_result block must have a corresponding tool_use block in a previous message.",
-        );
       flush();
-      ctx.out.push({ role: "tool", content: toolResultText(b, ctx.opts), tool_call_id: b.tool_use_id, name });
+      toolMessage(ctx, b, index, j);
+      continue;
     }
     // tool_use/thinking in a user turn, and unmodelled block types, are ignored.
+    if (texts.length && hasBreakpoint(b)) marked = texts.length;
   }
   flush();
 }
@@ -127,6 +221,7 @@ function translateAssistant(ctx: Ctx, m: MessageParamT): void {
   const texts: string[] = [];
   const reasoning: string[] = [];
   const calls: ChatToolCall[] = [];
+  let breakpoint = false;
   for (const b of blocksOf(m)) {
     if (isText(b)) texts.push(b.text);
     else if (isThinking(b)) reasoning.push(b.thinking);
@@ -134,20 +229,38 @@ function translateAssistant(ctx: Ctx, m: MessageParamT): void {
       ctx.toolNames.set(b.id, b.name);
       calls.push({ id: b.id, type: "function", function: { name: b.name, arguments: b.input } });
     } else if (b.type === "image") throw imageError(ctx.opts);
+    if (hasBreakpoint(b)) breakpoint = true;
   }
   const msg: ChatMessage = { role: "assistant", content: texts.join(BLOCK_JOIN) };
   if (calls.length) msg.tool_calls = calls;
   if (reasoning.length) msg.reasoning_content = reasoning.join(BLOCK_JOIN);
-  pushMerged(ctx, msg);
+  const chars = msg.content.length;
+  const [draft, part] = pushMerged(ctx, msg);
+  // A breakpoint anywhere in an assistant turn covers the whole turn.
+  if (breakpoint) ctx.mark = { draft, part, chars };
 }
 
 function translateSystemMessage(ctx: Ctx, m: MessageParamT): void {
   const texts: string[] = [];
+  let marked = 0;
   for (const b of blocksOf(m)) {
     if (isText(b)) texts.push(b.text);
     else if (b.type === "image") throw imageError(ctx.opts);
+    if (hasBreakpoint(b)) marked = texts.length;
   }
-  ctx.out.push({ role: "system", content: texts.join(BLOCK_JOIN) });
+  ctx.out.push({ msg: { role: "system", content: texts.join(BLOCK_JOIN) } });
+  if (marked) ctx.mark = { draft: ctx.out.length - 1, part: 0, chars: joinedLength(texts, marked) };
+}
+
+// The system prompt, and the breakpoint of its last cache_control block.
+function translateSystem(ctx: Ctx, system: MessagesRequestT["system"]): void {
+  const text = systemText(system);
+  if (text !== null) ctx.out.push({ msg: { role: "system", content: text } });
+  if (!Array.isArray(system)) return;
+  const kept = systemBlocks(system);
+  const last = kept.findLastIndex(hasBreakpoint);
+  if (last >= 0 && text !== null) ctx.mark = { draft: 0, part: 0, chars: joinedLength(kept.map((b) => b.text), last + 1) };
+  else if (last >= 0 || hasBreakpoint(system[0])) ctx.mark = "tools";
 }
 
 /** Anthropic tools -> function specs. Server tools without an input_schema are skipped. */
@@ -163,32 +276,54 @@ export function translateTools(tools: readonly ToolParamT[] | undefined): ToolSp
   return specs.length ? specs : undefined;
 }
 
-/** System + messages + tools + thinking: what both generate and count_tokens render. */
-export function toPromptInput(req: CountTokensRequestT, opts: TranslateOptions): PromptInput {
-  const ctx: Ctx = { opts, toolNames: new Map(), out: [] };
-  const system = systemText(req.system);
-  if (system !== null) ctx.out.push({ role: "system", content: system });
+// Where the prompt's cacheable prefix ends, in chat-message terms (GenerateRequest.cachePrefix).
+function cachePrefixOf(ctx: Ctx, messages: readonly ChatMessage[]): CachePrefix | undefined {
+  const mark = ctx.mark;
+  if (mark === null) return undefined;
+  if (mark === "tools") return { messages: 0 };
+  const parts = ctx.out[mark.draft]!.parts ?? [];
+  const nonEmpty = parts.slice(0, mark.part).filter(Boolean);
+  let chars = joinedLength(nonEmpty, nonEmpty.length);
+  if (mark.chars > 0) chars += (nonEmpty.length ? BLOCK_JOIN.length : 0) + mark.chars;
+  const whole = chars >= messages[mark.draft]!.content.length;
+  return whole ? { messages: mark.draft + 1 } : { messages: mark.draft + 1, contentChars: chars };
+}
+
+function translate(req: CountTokensRequestT, opts: TranslateOptions): { input: PromptInput; cachePrefix?: CachePrefix } {
+  const ctx: Ctx = { opts, toolNames: new Map(), out: [], mark: null };
+  if (req.tools?.some(hasBreakpoint)) ctx.mark = "tools";
+  translateSystem(ctx, req.system);
   req.messages.forEach((m, i) => {
     if (m.role === "user") translateUser(ctx, m, i);
     else if (m.role === "assistant") translateAssistant(ctx, m);
     else translateSystemMessage(ctx, m);
   });
-  const input: PromptInput = { model: opts.model, messages: ctx.out };
+  if (!ctx.out.length) throw new InvalidRequestError("messages: no message has content the served model can read");
+  const messages = ctx.out.map(finishDraft);
+  const input: PromptInput = { model: opts.model, messages };
   if (opts.requestedModel) input.requestedModel = opts.requestedModel;
   const tools = translateTools(req.tools);
   if (tools) input.tools = tools;
   const thinking = req.thinking?.type;
   if (thinking === "enabled" || thinking === "adaptive") input.enableThinking = true;
   else if (thinking === "disabled") input.enableThinking = false;
-  return input;
+  // count_tokens refuses a hopeless size up front, as /v1/messages does.
+  if (opts.contextLength) refuseHopeless(input, opts.contextLength);
+  const cachePrefix = cachePrefixOf(ctx, messages);
+  return cachePrefix ? { input, cachePrefix } : { input };
+}
+
+/** System + messages + tools + thinking: what both generate and count_tokens render. */
+export function toPromptInput(req: CountTokensRequestT, opts: TranslateOptions): PromptInput {
+  return translate(req, opts).input;
 }
 
 /** The full generation request; `requestId` correlates logs only. */
 export function toGenerateRequest(req: MessagesRequestT, opts: TranslateOptions & { requestId: string }): GenerateRequest {
   const maxTokens = opts.contextLength ? Math.min(req.max_tokens, opts.contextLength) : req.max_tokens;
-  const input = toPromptInput(req, opts);
-  if (opts.contextLength) refuseHopeless(input, opts.contextLength);
+  const { input, cachePrefix } = translate(req, opts);
   const out: GenerateRequest = { ...input, requestId: opts.requestId, maxTokens };
+  if (cachePrefix) out.cachePrefix = cachePrefix;
   // Anthropic samples at 1.0 unless told otherwise; say so, since upstream servers default to other values.
   out.temperature = req.temperature ?? 1;
   if (req.top_p !== undefined) out.topP = req.top_p;

@@ -82,6 +82,7 @@ export function generatePayload(req: GenerateRequest): Record<string, unknown> {
     stop: req.stop,
     tool_choice: req.toolChoice,
     parallel_tool_calls: req.parallelToolCalls,
+    cache_prefix: req.cachePrefix && { messages: req.cachePrefix.messages, content_chars: req.cachePrefix.contentChars },
   };
 }
 

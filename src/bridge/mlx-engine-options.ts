@@ -11,6 +11,8 @@ export const DEFAULTS = {
   restartBackoffMs: 500,
   stopGraceMs: 5000,
   stderrTailLines: 40,
+  statsWaitMs: 200,
+  statsIdleWaitMs: 750,
 } as const;
 
 export const MAX_BACKOFF_MS = 30_000;
@@ -35,14 +37,25 @@ export interface MlxEngineOptions {
   maxBatch?: number;
   /** Extra environment for the worker. */
   env?: Record<string, string | undefined>;
-  /** Requests allowed to wait behind the running ones (default 32); more get EngineOverloadedError. */
+  /**
+   * Requests allowed to wait behind the running ones (default 32); more get EngineOverloadedError.
+   * Token counts have a queue of their own with the same bound.
+   */
   queueLimit?: number;
-  /** Longest wait in the queue before EngineOverloadedError (default 300 s). */
+  /** Longest wait in the queue (generations or token counts) before EngineOverloadedError (default 300 s). */
   queueTimeoutMs?: number;
   /** A running generation with no worker event for this long times out and the worker is restarted (default 120 s). */
   requestTimeoutMs?: number;
-  /** Timeout of count_tokens, stats and idle clear_cache (default 30 s). */
+  /**
+   * Timeout of a running count_tokens (the token counter is then restarted; the model worker
+   * never is), of stats and of idle clear_cache (default 30 s).
+   */
   commandTimeoutMs?: number;
+  /**
+   * How long stats() waits for fresh worker figures, while generations run, before it reports the
+   * last known ones (default 200 ms; up to 750 ms while none runs: /health gives stats 1 s).
+   */
+  statsWaitMs?: number;
   /** Timeout of `load`, which may download a model (default 30 min). */
   loadTimeoutMs?: number;
   /** Timeout for the worker's `hello` (default 60 s). */
@@ -51,7 +64,7 @@ export interface MlxEngineOptions {
   restartBackoffMs?: number;
   /** How long `stop` waits for `shutdown` before SIGTERM, then SIGKILL (default 5 s each). */
   stopGraceMs?: number;
-  /** Worker stderr lines quoted in WorkerCrashedError (default 40). */
+  /** Worker stderr lines kept for the crash's server log entry (default 40); never shown to clients. */
   stderrTailLines?: number;
   /** Copy worker stderr to the server's stderr with a "[worker] " prefix. */
   forwardStderr?: boolean | ((text: string) => void);

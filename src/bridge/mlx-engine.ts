@@ -1,6 +1,7 @@
 /**
  * InferenceEngine backed by the Python MLX worker: a FIFO queue in front of one
  * worker process (which may run several generations at once), restarted when it dies or hangs.
+ * Token counts go to a tokenizer-only counter process (token-counter.ts) with a queue of their own.
  */
 
 import { EngineError, EngineOverloadedError, EngineTimeoutError } from "../engine/errors";
@@ -16,14 +17,17 @@ import type {
 import { GenerationJob, generatePayload, toEngineEvent } from "./generation-job";
 import { type BridgeLogger, type LoadedMessage, type WorkerMessage, engineErrorFromReply, stderrLogger } from "./protocol";
 import { DEFAULTS, MAX_BACKOFF_MS, type MlxEngineOptions } from "./mlx-engine-options";
-import { type WorkerCapabilities, capabilitiesOf, loadFields, modelInfoOf, promptFields, statsOf, type WorkerStatsView } from "./worker-info";
+import { newTokenCounter, processOptions } from "./processes";
+import type { TokenCounter } from "./token-counter";
+import { type WorkerCapabilities, capabilitiesOf, loadFields, modelInfoOf, promptFields } from "./worker-info";
 import { WorkerProcess } from "./worker-process";
+import { WorkerStatsCache } from "./worker-stats";
 
 export type { MlxEngineOptions } from "./mlx-engine-options";
 
 /**
  * The MLX bridge. As many generations at once as the worker's max_concurrency (batched there),
- * the rest wait in a FIFO queue; count_tokens and stats may run alongside.
+ * the rest wait in a FIFO queue; token counts run on a counter process of their own.
  */
 export class MlxEngine implements InferenceEngine {
   private readonly log: BridgeLogger;
@@ -42,14 +46,21 @@ export class MlxEngine implements InferenceEngine {
   /** Consecutive crashes and failed launches; drives the restart backoff. */
   private failures = 0;
   private avgGenerationMs = 5000;
+  private counter: TokenCounter;
+  private readonly workerStats: WorkerStatsCache;
 
   constructor(private readonly opts: MlxEngineOptions) {
     this.log = opts.logger ?? stderrLogger;
+    this.counter = newTokenCounter(opts, this.log);
+    this.workerStats = new WorkerStatsCache(() => this.commandTimeout(), this.log);
   }
 
   async start(): Promise<ModelInfo> {
     if (!this.stopped && this.worker?.alive && this.info) return this.info;
-    if (this.stopped) this.launches = 0; // a start after stop is not a restart
+    if (this.stopped) {
+      this.launches = 0; // a start after stop is not a restart
+      this.counter = newTokenCounter(this.opts, this.log);
+    }
     this.stopped = false;
     const w = await this.ensureWorker();
     if (!this.info || this.worker !== w) throw new EngineError("engine stopped while starting");
@@ -89,11 +100,12 @@ export class MlxEngine implements InferenceEngine {
     }
   }
 
+  /** Counted on the token counter process, never in the model worker's generation loop. */
   async countTokens(input: PromptInput): Promise<number> {
-    const reply = await this.command("count_tokens", promptFields(input), this.commandTimeout());
-    const n = reply.input_tokens;
-    if (typeof n !== "number") throw new EngineError("worker sent count without input_tokens");
-    return n;
+    if (this.stopped) throw new EngineError("engine is not running");
+    // The counter loads what the worker loaded: a hub model is downloaded by then.
+    if (!this.info) await this.ensureWorker();
+    return this.counter.count(promptFields(input));
   }
 
   async clearCache(): Promise<void> {
@@ -108,16 +120,14 @@ export class MlxEngine implements InferenceEngine {
     await this.command("cache_relieve", { level }, this.commandTimeout());
   }
 
+  /** Answers within statsWaitMs: counts from the engine, the worker's figures as last known (statsAgeMs). */
   async stats(): Promise<EngineStats> {
     const w = this.worker?.alive ? this.worker : null;
-    let view: WorkerStatsView | null = null;
-    if (w) {
-      try {
-        view = statsOf(await w.request("stats", {}, Math.min(this.commandTimeout(), 5000)));
-      } catch (err) {
-        this.log.debug?.("stats from worker failed", { error: String(err) });
-      }
-    }
+    const busyWait = this.opts.statsWaitMs ?? DEFAULTS.statsWaitMs;
+    // A worker with no generation answers at once; a loaded machine may still take a moment.
+    const wait = this.running.size ? busyWait : Math.max(busyWait, DEFAULTS.statsIdleWaitMs);
+    const reading = await this.workerStats.read(w, wait);
+    const view = reading?.view;
     const stats: EngineStats = {
       state: this.current,
       model: this.info,
@@ -129,6 +139,7 @@ export class MlxEngine implements InferenceEngine {
       restarts: this.restarts,
     };
     if (view?.promptCache) stats.promptCache = view.promptCache;
+    if (reading) stats.statsAgeMs = reading.ageMs;
     return stats;
   }
 
@@ -140,7 +151,8 @@ export class MlxEngine implements InferenceEngine {
     await this.launching?.catch(() => {});
     const w = this.worker;
     this.worker = null;
-    await w?.stop(this.opts.stopGraceMs ?? DEFAULTS.stopGraceMs, this.opts.stopGraceMs ?? DEFAULTS.stopGraceMs);
+    const grace = this.opts.stopGraceMs ?? DEFAULTS.stopGraceMs;
+    await Promise.all([w?.stop(grace, grace), this.counter.stop(grace)]);
   }
 
   // ---- queue ----
@@ -321,17 +333,7 @@ export class MlxEngine implements InferenceEngine {
     try {
       await this.retired; // a dead or SIGKILLed worker: quick
       if (this.stopped) throw new EngineError("engine stopped");
-      w = await WorkerProcess.start({
-        python: this.opts.python,
-        script: this.opts.script,
-        env: this.opts.env,
-        helloTimeoutMs: this.opts.helloTimeoutMs,
-        stderr: {
-          maxLines: this.opts.stderrTailLines ?? DEFAULTS.stderrTailLines,
-          forward: this.opts.forwardStderr ?? false,
-        },
-        logger: this.log,
-      });
+      w = await WorkerProcess.start(processOptions(this.opts, this.log, "model worker"));
       const loaded = (await w.request(
         "load",
         loadFields(this.opts),
@@ -344,6 +346,7 @@ export class MlxEngine implements InferenceEngine {
       this.info = modelInfoOf(loaded, this.opts);
       this.caps = capabilitiesOf(loaded);
       this.worker = w;
+      this.workerStats.reset(w, loaded);
       this.current = "ready";
       const worker = w;
       void worker.closed.then(() => this.onWorkerClosed(worker));

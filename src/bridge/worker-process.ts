@@ -33,6 +33,8 @@ export interface WorkerProcessOptions {
   maxLineLength?: number;
   stderr?: StderrTailOptions;
   logger?: BridgeLogger;
+  /** What errors and logs call it (default "model worker"). */
+  name?: string;
 }
 
 /** Receives the replies to one command. */
@@ -56,6 +58,7 @@ export class WorkerProcess {
   private readonly proc: Proc;
   private readonly tail: StderrTail;
   private readonly log: BridgeLogger;
+  private readonly name: string;
   private readonly pending = new Map<string, ReplyHandler>();
   private nextId = 1;
   private failure: EngineError | null = null;
@@ -69,6 +72,7 @@ export class WorkerProcess {
 
   private constructor(private readonly opts: WorkerProcessOptions) {
     this.log = opts.logger ?? stderrLogger;
+    this.name = opts.name ?? "model worker";
     this.tail = new StderrTail(opts.stderr);
     this.proc = Bun.spawn([opts.python, opts.script, ...(opts.args ?? [])], {
       stdin: "pipe",
@@ -90,7 +94,7 @@ export class WorkerProcess {
       w = new WorkerProcess(opts);
     } catch (err) {
       // Bun.spawn throws synchronously when the interpreter is missing or not executable.
-      throw new WorkerCrashedError(`cannot start the worker with ${opts.python}: ${(err as Error).message}`);
+      throw new WorkerCrashedError(`cannot start the ${opts.name ?? "model worker"} with ${opts.python}: ${(err as Error).message}`);
     }
     const timeoutMs = opts.helloTimeoutMs ?? 60_000;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -100,7 +104,7 @@ export class WorkerProcess {
         if (w.hello) resolve(w.hello);
         if (w.failure) reject(w.failure);
         timer = setTimeout(() => {
-          reject(new WorkerCrashedError(`worker did not say hello within ${timeoutMs} ms`, w.stderrTail()));
+          reject(w.crash(`did not say hello within ${timeoutMs} ms`));
         }, timeoutMs);
       });
     } catch (err) {
@@ -144,7 +148,7 @@ export class WorkerProcess {
       this.write({ ...fields, v: PROTOCOL_VERSION, id, cmd });
     } catch (err) {
       this.pending.delete(id);
-      throw new WorkerCrashedError(`cannot write to worker: ${(err as Error).message}`, this.stderrTail());
+      throw this.crash(`could not be written to (${(err as Error).message})`);
     }
     return id;
   }
@@ -184,7 +188,7 @@ export class WorkerProcess {
 
   /** SIGKILLs the worker now; pending commands fail with WorkerCrashedError(reason). */
   kill(reason: string): void {
-    this.fail(new WorkerCrashedError(`worker killed: ${reason}`, this.stderrTail()));
+    this.fail(this.crash(`was killed: ${reason}`));
     this.signal("SIGKILL");
   }
 
@@ -282,8 +286,9 @@ export class WorkerProcess {
   /** Any protocol violation is treated as a crash: log, fail everything, kill. */
   private violation(reason: string): void {
     if (this.failure) return;
-    this.log.error("worker broke protocol", { pid: this.pid, reason });
-    this.fail(new WorkerCrashedError(`worker broke protocol: ${reason}`, this.stderrTail()));
+    // The reason may quote stdout (prompt text): it goes to the log, never into the error.
+    this.log.error(`${this.name} broke protocol`, { pid: this.pid, reason });
+    this.fail(this.crash("broke protocol"));
     this.signal("SIGKILL");
   }
 
@@ -307,13 +312,21 @@ export class WorkerProcess {
     // Let the pipes drain so replies written just before death are routed, and the tail is complete.
     // Capped: a grandchild holding the pipes open must not block crash handling.
     await Promise.race([Promise.all([this.stdoutDone, this.stderrDone]), Bun.sleep(1000)]);
-    const how = this.proc.signalCode ? `was killed by ${this.proc.signalCode}` : `exited with code ${code}`;
+    const how = this.proc.signalCode ? `was killed by ${this.proc.signalCode}` : `crashed (exit code ${code})`;
     const expected = this.stopping && this.failure === null;
     const when = this.hello === null ? " before saying hello" : "";
     if (expected) this.fail(new EngineError("worker stopped"));
-    else this.fail(new WorkerCrashedError(`worker ${how}${when}`, this.stderrTail()));
+    else this.fail(this.crash(`${how}${when}`));
     const exit: WorkerExit = { expected, error: this.failure ?? new EngineError("worker stopped") };
-    if (!expected) this.log.warn("worker ended", { pid: this.pid, reason: exit.error.message.split("\n")[0] });
+    // The one place a crash's stderr is kept: the server log, with the pid.
+    if (!expected) {
+      this.log.error(`${this.name} ended`, { pid: this.pid, reason: exit.error.message, stderr: this.stderrTail() });
+    }
     return exit;
+  }
+
+  /** A client-safe crash error ("the model worker crashed (exit code 1); see the server log"). */
+  private crash(what: string): WorkerCrashedError {
+    return new WorkerCrashedError(`the ${this.name} ${what}; see the server log`, this.stderrTail());
   }
 }

@@ -2,8 +2,10 @@ import { basename, dirname, join } from "node:path";
 import { createApp } from "../app";
 import { materializeBridge } from "../assets/bridge-files";
 import { MlxEngine } from "../bridge/mlx-engine";
-import { DEFAULT_TOKEN, type ServeConfig } from "../config";
+import { checkBinding, DEFAULT_TOKEN, type ServeConfig } from "../config";
 import type { InferenceEngine, ModelInfo } from "../engine/types";
+import { withTimeout } from "../lifecycle/emergency";
+import { createGracefulShutdown } from "../lifecycle/graceful";
 import { setupMemorySafety } from "../lifecycle/memory-safety";
 import { createMemoryRelief } from "../lifecycle/relief";
 import { createLogger, type Logger } from "../log";
@@ -61,6 +63,9 @@ function describeModel(m: ModelInfo | null, cfg: ServeConfig): string {
 
 /** `pensieve serve`: load the model, listen, print one line, and shut down cleanly on signals. */
 export async function runServe(cfg: ServeConfig, version: string): Promise<void> {
+  // Before any model loads: a refused bind exits 2 at once.
+  const bindWarning = checkBinding(cfg);
+  if (bindWarning) process.stderr.write(`pensieve: ${bindWarning}\n`);
   const log = createLogger(process.env.PENSIEVE_LOG_LEVEL);
   const engine: InferenceEngine =
     cfg.backend === "openai"
@@ -88,13 +93,15 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
   // The upstream's KV-cache pressure raises the gate's level; the local monitor stays the source of GB figures.
   const monitor = kvPoller ? withKvPressure(localMonitor, kvPoller) : localMonitor;
 
+  // Cap on engine.stop() for both shutdowns (the engine itself does SIGTERM -> SIGKILL).
+  const stopTimeoutMs = cfg.killTimeoutMs * 2 + 2000;
   const safety = setupMemorySafety({
     monitor,
     engine,
     log,
     logDir: cfg.logDir,
     drainTimeoutMs: cfg.drainTimeoutMs,
-    stopTimeoutMs: cfg.killTimeoutMs * 2 + 2000,
+    stopTimeoutMs,
   });
 
   try {
@@ -148,21 +155,22 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
       `Claude Code: ANTHROPIC_BASE_URL=${url} ANTHROPIC_API_KEY=${shownToken} claude  (or scripts/claude-local)`,
   );
 
-  let stopping = false;
-  const graceful = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info(`${signal}: shutting down`);
-    safety.state.stopAccepting(signal);
-    server.stop(false);
-    monitor.stop();
-    relief.stop();
-    kvPoller?.stop();
-    await engine.stop().catch((e) => log.warn("engine stop failed", { error: String(e) }));
-    process.exit(0);
-  };
-  process.on("SIGINT", () => void graceful("SIGINT"));
-  process.on("SIGTERM", () => void graceful("SIGTERM"));
+  // Ctrl-C/SIGTERM drain running generations (--shutdown-drain-ms); a second signal ends the wait.
+  const graceful = createGracefulShutdown({
+    log,
+    state: safety.state,
+    drainMs: cfg.shutdownDrainMs,
+    stop: async () => {
+      monitor.stop();
+      relief.stop();
+      kvPoller?.stop();
+      // Lets responses still being written finish, but an idle keep-alive must not hold the exit.
+      await Promise.race([server.stop(false), Bun.sleep(1000)]);
+      await withTimeout(engine.stop(), stopTimeoutMs, "engine stop");
+    },
+  });
+  process.on("SIGINT", () => void graceful.signal("SIGINT"));
+  process.on("SIGTERM", () => void graceful.signal("SIGTERM"));
   // The model name is shown by basename in logs only.
   const path = engine.model()?.path;
   log.debug("ready", { model: path ? basename(path) : null });

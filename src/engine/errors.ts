@@ -19,13 +19,16 @@ export class PromptTooLongError extends EngineError {
 /** The request is well-formed JSON but the engine cannot serve it. */
 export class EngineBadRequestError extends EngineError {}
 
-/** The worker died or broke protocol; carries its last stderr lines. */
+/**
+ * The worker died or broke protocol. The message is a short cause fit for clients; the
+ * worker's last stderr lines (paths, maybe prompt fragments) stay in `stderrTail` for the server log.
+ */
 export class WorkerCrashedError extends EngineError {
   constructor(
     message: string,
     readonly stderrTail: string[] = [],
   ) {
-    super(stderrTail.length ? `${message}\nworker stderr:\n${stderrTail.join("\n")}` : message);
+    super(message);
   }
 }
 

@@ -41,6 +41,17 @@ export interface PromptInput {
   enableThinking?: boolean;
 }
 
+/**
+ * Where the prompt's cacheable prefix ends (the request's last cache breakpoint): the first
+ * `messages` messages, the last of them cut to its first `contentChars` characters (UTF-16 code
+ * units) of content when the breakpoint falls inside it. Tools are always part of the prefix;
+ * `messages: 0` means tools only. Engines count cache writes only up to here.
+ */
+export interface CachePrefix {
+  messages: number;
+  contentChars?: number;
+}
+
 /** A generation request. */
 export interface GenerateRequest extends PromptInput {
   /** Correlates logs; never contains prompt text. */
@@ -53,6 +64,8 @@ export interface GenerateRequest extends PromptInput {
   toolChoice?: ToolChoice;
   /** False when the client disabled parallel tool use. */
   parallelToolCalls?: boolean;
+  /** Absent: no breakpoint, so nothing counts as a cache write. */
+  cachePrefix?: CachePrefix;
 }
 
 export type FinishReason = "stop" | "length" | "stop_sequence" | "tool_calls" | "cancelled";
@@ -121,6 +134,8 @@ export interface EngineStats {
   restarts: number;
   /** Present when the engine keeps a prompt-prefix cache. */
   promptCache?: PromptCacheStats;
+  /** Age in ms of the worker's figures (mlx, workerRssGb, promptCache): a busy worker answers late. */
+  statsAgeMs?: number;
 }
 
 /** The engine the HTTP layer drives. Implemented by the MLX bridge and by test fakes. */

@@ -12,7 +12,7 @@ export interface MemorySafetyOptions {
   log: Logger;
   /** --log-dir; default ~/.pensieve/logs. */
   logDir?: string;
-  /** --drain-timeout-ms; default 5000. */
+  /** --drain-timeout-ms, the emergency drain (Ctrl-C/SIGTERM use --shutdown-drain-ms); default 5000. */
   drainTimeoutMs?: number;
   /** Cap on engine.stop() (the engine itself does SIGTERM -> SIGKILL after --kill-timeout-ms). */
   stopTimeoutMs?: number;

@@ -1,5 +1,5 @@
 /** The memory fields of /health (the engine's own stats, MLX memory included, sit beside them). */
-import { guardStateFor, type GuardState } from "./gate";
+import { guardStateFor, type GuardState, type ShutdownPhase } from "./gate";
 import type { MemoryMonitor, MemoryStatus, MemoryThresholds } from "./types";
 
 /** The memory part of /health. */
@@ -10,6 +10,11 @@ export type MemoryHealthFields = {
   in_flight: number;
   /** False once the emergency shutdown has stopped accepting work. */
   accepting: boolean;
+  /**
+   * Present once Ctrl-C/SIGTERM began a graceful shutdown: "draining" while running
+   * generations may finish (new ones get 503), "stopping" once the drain is over.
+   */
+  shutdown?: { phase: ShutdownPhase; reason: string; drain_left_ms: number };
   /** Age of the last sample, when the monitor reports it. */
   sample_age_ms?: number | null;
   source?: string;
@@ -20,6 +25,8 @@ export interface MemoryInfoDeps {
   monitor: MemoryMonitor & { sampleAgeMs?: () => number; source?: { name: string } };
   /** Default: guardStateFor(monitor). */
   state?: GuardState;
+  /** Epoch ms, for the drain's time left; default Date.now. */
+  now?: () => number;
 }
 
 const round = (n: number) => Math.round(n * 1000) / 1000;
@@ -36,6 +43,11 @@ export function memoryInfo(deps: MemoryInfoDeps): MemoryHealthFields {
     in_flight: state.inflight.count(),
     accepting: state.accepting(),
   };
+  const shutdown = state.shutdown();
+  if (shutdown) {
+    const left = shutdown.phase === "draining" ? Math.max(0, Math.round(shutdown.drainDeadline - (deps.now ?? Date.now)())) : 0;
+    memory.shutdown = { phase: shutdown.phase, reason: shutdown.reason, drain_left_ms: left };
+  }
   if (monitor.sampleAgeMs) {
     const age = monitor.sampleAgeMs();
     memory.sample_age_ms = Number.isFinite(age) ? Math.round(age) : null;

@@ -20,6 +20,9 @@ export class UpstreamStreamError extends Error {
   }
 }
 
+// Upstream finish reasons that mean the generation was cut short, never a finished answer.
+const CANCELLED_FINISH: ReadonlySet<string> = new Set(["abort", "aborted", "cancelled", "canceled"]);
+
 // mlx_lm.server sends `: keepalive 512/2048` comments while it processes the prompt.
 const KEEPALIVE_RE = /^keepalive (\d+)\/(\d+)/;
 
@@ -161,6 +164,8 @@ export class ChunkAssembler {
   }
 
   private finishReason(validCalls: number): FinishReason {
+    // vLLM and SGLang say "abort" for a request they dropped (preempted, shutting down): cut short.
+    if (this.finish !== null && CANCELLED_FINISH.has(this.finish.toLowerCase())) return "cancelled";
     if (this.stopString !== undefined) return "stop_sequence";
     if (this.finish === "length") return "length";
     // Valid calls end the turn in tool use whatever the server says: Ollama and older servers

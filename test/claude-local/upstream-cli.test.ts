@@ -127,7 +127,7 @@ test('scripts/claude-local -p "hello" works against Pensieve backed by mlx_lm.se
   expect(delta.usage.output_tokens).toBe(up.usage?.completion_tokens ?? -1);
 
   // Pensieve's /health (seen by the wrapper) said which upstream it serves from.
-  const h = (await (await fetch(`${pensieve.url}/health`)).json()) as { status: string; engine: { upstream: { url: string; reachable: boolean }[] } };
+  const h = (await (await fetch(`${pensieve.url}/health`, { headers: { "x-api-key": PENSIEVE_TOKEN } })).json()) as { status: string; engine: { upstream: { url: string; reachable: boolean }[] } };
   expect(h.status).toBe("ok");
   expect(h.engine.upstream[0]).toMatchObject({ url: toUpstream.url, reachable: true });
 

@@ -107,6 +107,33 @@ async function runWrapper(args: string[], env: Record<string, string>, cwd?: str
   return { code, stdout, stderr, argv: parseNul(`${rec}.argv`), env: parseEnv(`${rec}.env`) };
 }
 
+/** The settings the wrapper passes as claude's first argument, `--settings '<json>'`. */
+interface WrapperSettings {
+  env: Record<string, string>;
+  apiKeyHelper?: string;
+  [key: string]: unknown;
+}
+
+/** The --settings claude got (exactly one, first), parsed as Claude Code does (last duplicate key wins). */
+function settingsOf(r: Run): WrapperSettings {
+  if (r.argv === null) throw new Error(`claude never ran: ${r.stderr}`);
+  expect(r.argv[0]).toBe("--settings");
+  expect(r.argv.slice(2).some((a) => a === "--settings" || a.startsWith("--settings="))).toBe(false);
+  return JSON.parse(r.argv[1] ?? "") as WrapperSettings;
+}
+
+/** What claude got after the wrapper's --settings: the user's own arguments. */
+function userArgs(r: Run): string[] {
+  settingsOf(r);
+  return (r.argv ?? []).slice(2);
+}
+
+/** Variables that pick a cloud provider instead of ANTHROPIC_BASE_URL in Claude Code 2.1.332. */
+const PROVIDER_SWITCHES = [
+  "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY", "CLAUDE_CODE_USE_ANTHROPIC_AWS",
+  "CLAUDE_CODE_USE_ANTHROPIC_GOOGLE_CLOUD", "CLAUDE_CODE_USE_MANTLE", "CLAUDE_CODE_USE_GATEWAY",
+];
+
 /** Every file under dir with its bytes, for before/after comparison. */
 function snapshot(dir: string): Map<string, string> {
   const out = new Map<string, string>();
@@ -243,15 +270,138 @@ describe("claude-local with a fake claude", () => {
     const r = await runWrapper(["-p", "hi"], baseEnv({ HOME: home }), cwd);
     expect(r.code).toBe(0);
     expect(r.env?.HOME).toBe(home);
+    // The settings' own ANTHROPIC_BASE_URL loses to the wrapper's, passed in --settings.
+    expect(settingsOf(r).env.ANTHROPIC_BASE_URL).toBe(`http://127.0.0.1:${server.port}`);
     expect(readFileSync(join(home, ".claude", "settings.json")).equals(settings)).toBe(true);
     expect(snapshot(home)).toEqual(beforeHome);
     expect(readdirSync(cwd)).toEqual([]);
   });
 
+  test("passes its endpoint and token in --settings too, with the user's headers, key helper and cloud providers switched off", async () => {
+    const r = await runWrapper(["-p", "hi"], baseEnv({
+      ANTHROPIC_CUSTOM_HEADERS: "X-Proxy-Auth: user-secret-header",
+      CLAUDE_CODE_USE_BEDROCK: "1",
+      CLAUDE_CODE_USE_VERTEX: "1",
+    }));
+    expect(r.code).toBe(0);
+    const settings = settingsOf(r);
+    const off = Object.fromEntries(["CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_CUSTOM_HEADERS", ...PROVIDER_SWITCHES].map((k) => [k, ""]));
+    expect(settings).toEqual({
+      env: {
+        ANTHROPIC_BASE_URL: `http://127.0.0.1:${server.port}`,
+        ANTHROPIC_API_KEY: "pensieve-local-token",
+        ANTHROPIC_AUTH_TOKEN: "pensieve-local-token",
+        ...off,
+      },
+      apiKeyHelper: "",
+    });
+    expect(userArgs(r)).toEqual(["-p", "hi"]);
+    // And out of the environment, for claude and whatever it starts.
+    const env = r.env ?? {};
+    expect("ANTHROPIC_CUSTOM_HEADERS" in env).toBe(false);
+    for (const k of PROVIDER_SWITCHES) expect(k in env).toBe(false);
+  });
+
+  test("a token and host with JSON-special characters arrive intact in --settings", async () => {
+    const token = 'tok"en\\with\tspecials\u0001✓';
+    const r = await runWrapper([], baseEnv({ PENSIEVE_TOKEN: token, PENSIEVE_HOST: "localhost" }));
+    expect(r.code).toBe(0);
+    const { env } = settingsOf(r);
+    expect(env.ANTHROPIC_AUTH_TOKEN).toBe(token);
+    expect(env.ANTHROPIC_API_KEY).toBe(token);
+    expect(env.ANTHROPIC_BASE_URL).toBe(`http://localhost:${server.port}`);
+    expect(r.env?.ANTHROPIC_AUTH_TOKEN).toBe(token);
+  });
+
+  test("merges the user's --settings file into its own: their settings kept, its env keys win, the file untouched", async () => {
+    const file = join(root, "user-flag-settings.json");
+    const bytes = Buffer.from(`{
+  "model": "opus",
+  "permissions": { "allow": ["Bash(npm run test:*)"], "deny": ["Read(./.env)"] },
+  "env": { "FOO": "bar ✓", "ANTHROPIC_BASE_URL": "https://proxy.example", "ANTHROPIC_AUTH_TOKEN": "user-secret" },
+  "apiKeyHelper": "/usr/local/bin/user-secret-helper",
+  "hooks": { "Stop": [{ "hooks": [{ "type": "command", "command": "echo \\"}{ env\\"" }] }] }
+}
+`);
+    writeFileSync(file, bytes);
+    const r = await runWrapper(["-p", "--settings", file, "hi"], baseEnv());
+    expect(r.code).toBe(0);
+    expect(userArgs(r)).toEqual(["-p", "hi"]);
+    const settings = settingsOf(r);
+    expect(settings.model).toBe("opus");
+    expect(settings.permissions).toEqual({ allow: ["Bash(npm run test:*)"], deny: ["Read(./.env)"] });
+    expect(settings.hooks).toEqual({ Stop: [{ hooks: [{ type: "command", command: 'echo "}{ env"' }] }] });
+    expect(settings.env.FOO).toBe("bar ✓");
+    expect(settings.env.ANTHROPIC_BASE_URL).toBe(`http://127.0.0.1:${server.port}`);
+    expect(settings.env.ANTHROPIC_AUTH_TOKEN).toBe("pensieve-local-token");
+    expect(settings.apiKeyHelper).toBe("");
+    expect(readFileSync(file).equals(bytes)).toBe(true);
+  });
+
+  const inline = JSON.stringify({ model: "sonnet", env: { ANTHROPIC_API_KEY: "user-secret", BAR: "1" } });
+  for (const [name, args] of [
+    ["--settings JSON", ["--settings", inline, "-p", "hi"]],
+    ["--settings=JSON", [`--settings=${inline}`, "-p", "hi"]],
+    ["JSON with surrounding spaces", ["--settings", `  ${inline}\n`, "-p", "hi"]],
+    ["two --settings (the last counts, as in Claude Code)", ["--settings", '{"model":"haiku"}', "-p", "--settings", inline, "hi"]],
+  ] as const) {
+    test(`merges inline settings: ${name}`, async () => {
+      const r = await runWrapper([...args], baseEnv());
+      expect(r.code).toBe(0);
+      expect(userArgs(r)).toEqual(["-p", "hi"]);
+      const settings = settingsOf(r);
+      expect(settings.model).toBe("sonnet");
+      expect(settings.env.BAR).toBe("1");
+      expect(settings.env.ANTHROPIC_API_KEY).toBe("pensieve-local-token");
+    });
+  }
+
+  test("after --, a --settings word is the user's argument and passes through", async () => {
+    const r = await runWrapper(["-p", "--", "--settings", "{}", "--settings=x"], baseEnv());
+    expect(r.code).toBe(0);
+    expect(r.argv?.slice(2)).toEqual(["-p", "--", "--settings", "{}", "--settings=x"]);
+    expect(JSON.parse(r.argv?.[1] ?? "").env.ANTHROPIC_AUTH_TOKEN).toBe("pensieve-local-token");
+  });
+
+  for (const [name, value] of [
+    ["not JSON", "{ not json }"],
+    ["an array", "[1]"],
+    ["an object with an env that is not one", '{"env": "x"}'],
+    ["an unterminated string", '{"model": "x}'],
+    ["two objects", '{}{}'],
+  ] as const) {
+    test(`a user --settings that is ${name}: exit 2, claude not started`, async () => {
+      const file = join(root, `bad-settings-${runCount}.json`);
+      writeFileSync(file, value);
+      for (const arg of [value, file]) {
+        const r = await runWrapper(["--settings", arg, "-p", "hi"], baseEnv());
+        if (arg === value && !value.startsWith("{")) {
+          // Claude Code's rule: not {…}, so a file path, and there is no such file.
+          expect(r.code).toBe(1);
+        } else {
+          expect(r.code).toBe(2);
+        }
+        expect(r.argv).toBeNull();
+        expect(r.stderr).toContain("Claude Code was not started");
+      }
+    });
+  }
+
+  test("a missing --settings file: exit 1; a --settings without a value: exit 2; claude not started", async () => {
+    const missing = await runWrapper(["--settings", join(root, "no-such-file.json"), "-p", "hi"], baseEnv());
+    expect(missing.code).toBe(1);
+    expect(missing.argv).toBeNull();
+    expect(missing.stderr).toContain("no-such-file.json");
+    const bare = await runWrapper(["-p", "hi", "--settings"], baseEnv());
+    expect(bare.code).toBe(2);
+    expect(bare.argv).toBeNull();
+    expect(bare.stderr).toContain("--settings needs a value");
+  });
+
   for (const code of [0, 3, 130]) {
     test(`claude's exit code ${code} becomes the wrapper's`, async () => {
       const r = await runWrapper(["-p", "hi"], baseEnv({ FAKE_CLAUDE_EXIT: String(code) }));
-      expect(r.argv).toEqual(["-p", "hi"]);
+      expect(userArgs(r)).toEqual(["-p", "hi"]);
       expect(r.code).toBe(code);
     });
   }
@@ -275,7 +425,7 @@ describe("claude-local with a fake claude", () => {
     ];
     const r = await runWrapper(args, baseEnv());
     expect(r.code).toBe(0);
-    expect(r.argv).toEqual(args);
+    expect(userArgs(r)).toEqual(args);
   });
 
   test("banner goes to stderr; stdout carries claude's output only", async () => {
@@ -303,7 +453,7 @@ describe("claude-local memory pressure", () => {
       try {
         const r = await runWrapper(["-p", "hi"], baseEnv({ PENSIEVE_PORT: String(s.port) }));
         expect(r.code).toBe(0);
-        expect(r.argv).toEqual(["-p", "hi"]);
+        expect(userArgs(r)).toEqual(["-p", "hi"]);
         expect(r.stdout).toBe("");
         expect(r.stderr).toContain("memory pressure");
         expect(r.stderr).toContain(c.level);
@@ -324,7 +474,7 @@ describe("claude-local without curl", () => {
     const r = await runWrapper(["-p", "hi"], baseEnv({ PATH: bin }));
     expect(r.stderr).not.toContain("not answering");
     expect(r.code).toBe(0);
-    expect(r.argv).toEqual(["-p", "hi"]);
+    expect(userArgs(r)).toEqual(["-p", "hi"]);
     expect(server.requests.slice(before).map((q) => `${q.method} ${q.path}`)).toEqual(["GET /health"]);
   });
 

@@ -41,7 +41,7 @@ async function stream(i: number, maxTokens: number): Promise<{ stopReason: strin
 }
 
 async function engine(): Promise<{ queued: number; running: number }> {
-  const h = (await (await fetch(`${server.url}/health`)).json()) as { engine: { queued?: number; running?: number } };
+  const h = (await (await fetch(`${server.url}/health`, { headers: { "x-api-key": DEFAULT_TOKEN } })).json()) as { engine: { queued?: number; running?: number } };
   return { queued: h.engine.queued ?? -1, running: h.engine.running ?? -1 };
 }
 

@@ -56,7 +56,7 @@ async function stream(i: number, maxTokens: number, signal?: AbortSignal): Promi
 }
 
 async function engineLoad(): Promise<{ queued: number; running: number }> {
-  const h = (await (await fetch(`${server.url}/health`)).json()) as { engine: { queued?: number; running?: number } };
+  const h = (await (await fetch(`${server.url}/health`, { headers: { "x-api-key": DEFAULT_TOKEN } })).json()) as { engine: { queued?: number; running?: number } };
   return { queued: h.engine.queued ?? -1, running: h.engine.running ?? -1 };
 }
 

@@ -63,7 +63,7 @@ async function rawStream(body: Record<string, unknown>): Promise<WireEvent[]> {
 }
 
 async function health(): Promise<Record<string, any>> {
-  return (await (await fetch(`${server.url}/health`)).json()) as Record<string, any>;
+  return (await (await fetch(`${server.url}/health`, { headers: { "x-api-key": DEFAULT_TOKEN } })).json()) as Record<string, any>;
 }
 
 describe("streamed tool calls", () => {
@@ -227,9 +227,9 @@ describe("prompt-prefix cache", () => {
     const second = await turn("run the echo again");
     const reused = second.usage.cache_read_input_tokens ?? 0;
     expect(reused).toBeGreaterThan(500);
-    // The new tail was computed and written to the cache: Anthropic's cache_creation_input_tokens.
-    expect(second.usage.cache_creation_input_tokens ?? 0).toBeGreaterThan(0);
-    expect(second.usage.input_tokens + reused + (second.usage.cache_creation_input_tokens ?? 0)).toBeGreaterThan(reused);
+    // No cache_control breakpoint: nothing counts as a cache write, the new tail is plain input.
+    expect(second.usage.cache_creation_input_tokens ?? 0).toBe(0);
+    expect(second.usage.input_tokens).toBeGreaterThan(0);
     const after = (await health()).engine.promptCache as { hits: number; tokensReused: number; entries: number; bytes: number };
     expect(after.hits).toBeGreaterThan(before.hits as number);
     expect(after.tokensReused - (before.tokensReused as number)).toBeGreaterThanOrEqual(reused);

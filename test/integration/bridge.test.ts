@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { MlxEngine, type MlxEngineOptions } from "../../src/bridge/mlx-engine";
-import { PromptTooLongError, WorkerCrashedError } from "../../src/engine/errors";
+import { EngineTimeoutError, PromptTooLongError, WorkerCrashedError } from "../../src/engine/errors";
 import type { EngineEvent, GenerateRequest } from "../../src/engine/types";
 
 // Spawns processes; a loaded 2-core machine can be slow.
@@ -195,14 +195,69 @@ describe("MlxEngine with the real worker", () => {
   });
 });
 
-describe("MlxEngine with the real worker under injected faults", () => {
-  test("a worker crash quotes the worker's last stderr lines", async () => {
-    const e = makeEngine({ env: { PENSIEVE_WORKER_FAULT: "crash" } });
+/** A prompt whose rendering and tokenizing take the tiny model's tokenizer about a second or more. */
+const bigPrompt = () => [{ role: "user" as const, content: Array.from({ length: 250_000 }, (_, i) => `w${i}`).join(" ") }];
+
+describe("MlxEngine with the real worker: token counts beside generation", () => {
+  test("a big count_tokens during a stream does not stall the stream", async () => {
+    await engine.start();
+    await engine.countTokens({ messages: [{ role: "user", content: "warm up the counter" }] });
+    const ac = new AbortController();
+    const arrivals: number[] = [];
+    let counting: Promise<{ start: number; end: number; n: number }> | null = null;
+    for await (const ev of engine.generate(req("Tell me everything.", { maxTokens: 100_000 }), ac.signal)) {
+      if (ev.type !== "text") continue;
+      arrivals.push(performance.now());
+      counting ??= (async () => {
+        const start = performance.now();
+        const n = await engine.countTokens({ messages: bigPrompt() });
+        return { start, end: performance.now(), n };
+      })().finally(() => ac.abort());
+    }
+    const count = await (counting as NonNullable<typeof counting>);
+    expect(count.n).toBeGreaterThan(250_000);
+    const during = arrivals.filter((t) => t > count.start && t < count.end);
+    const marks = [count.start, ...during, count.end];
+    const gaps = marks.slice(1).map((t, i) => t - (marks[i] as number));
+    // Before: the worker tokenized between two tokens, so nothing came until the count was done.
+    expect(during.length).toBeGreaterThanOrEqual(10);
+    expect(Math.max(...gaps)).toBeLessThan((count.end - count.start) / 2);
+  });
+
+  test("a count over the timeout fails alone: the model worker is not killed and keeps generating", async () => {
+    const e = makeEngine({ commandTimeoutMs: 300 });
     await e.start();
+    const pid = (await e.stats()).workerPid;
+    const err = await e.countTokens({ messages: bigPrompt() }).catch((x) => x);
+    expect(err).toBeInstanceOf(EngineTimeoutError);
+    const after = await e.stats();
+    expect(after.workerPid).toBe(pid);
+    expect(after.restarts).toBe(0);
+    const { events, error } = await collect(e.generate(req("Still there?")));
+    expect(error).toBeUndefined();
+    expectProtocolOrder(events);
+    // A fresh counter serves the next count.
+    expect(await e.countTokens({ messages: req("Still there?").messages })).toBe((events[0] as { promptTokens: number }).promptTokens);
+    await e.stop();
+  });
+});
+
+describe("MlxEngine with the real worker under injected faults", () => {
+  test("a worker crash: a short cause for clients, the worker's last stderr lines for the log", async () => {
+    const logs: { msg: string; fields?: Record<string, unknown> }[] = [];
+    const keep = (msg: string, fields?: Record<string, unknown>) => void logs.push({ msg, fields });
+    const e = makeEngine({ env: { PENSIEVE_WORKER_FAULT: "crash" }, logger: { info: keep, warn: keep, error: keep } });
+    await e.start();
+    const pid = (await e.stats()).workerPid;
     const { events, error } = await collect(e.generate(req("hi", { maxTokens: 50 })));
     expect(events[0]?.type).toBe("started");
     expect(error).toBeInstanceOf(WorkerCrashedError);
+    expect((error as Error).message).toBe("the model worker crashed (exit code 70); see the server log");
     expect((error as WorkerCrashedError).stderrTail.join("\n")).toContain("fault injection: crashing now");
+    const ended = logs.filter((l) => l.msg === "model worker ended");
+    expect(ended).toHaveLength(1);
+    expect(ended[0]?.fields?.pid).toBe(pid);
+    expect(JSON.stringify(ended[0]?.fields?.stderr)).toContain("fault injection: crashing now");
     await e.stop();
   });
 

@@ -48,7 +48,7 @@ describe("emergency shutdown of the real server", () => {
     // The startup output says the memory figures are injected.
     expect(server.output()).toContain(`file:${memFile}`);
 
-    const health = await (await fetch(`${server.url}/health`)).json();
+    const health = await (await fetch(`${server.url}/health`, { headers: { "x-api-key": DEFAULT_TOKEN } })).json();
     expect(health.memory.status).toBe("safe");
     expect(health.memory.source).toBe(`file:${memFile}`);
 

@@ -61,7 +61,7 @@ describe("the Claude Code fixture", () => {
     expect(s.usage.input_tokens + (s.usage.cache_read_input_tokens ?? 0) + (s.usage.cache_creation_input_tokens ?? 0)).toBe(counted);
     expect(["end_turn", "max_tokens", "tool_use"]).toContain(s.stopReason);
     // Clamped to what the context leaves after the prompt, never refused.
-    const h = (await (await fetch(`${server.url}/health`)).json()) as Record<string, any>;
+    const h = (await (await fetch(`${server.url}/health`, { headers: { "x-api-key": DEFAULT_TOKEN } })).json()) as Record<string, any>;
     const context: number = h.engine.model?.contextLength ?? 65536;
     expect(s.usage.output_tokens).toBeLessThanOrEqual(context - counted);
     expect(s.usage.output_tokens).toBeGreaterThan(0);

@@ -30,7 +30,7 @@ afterAll(async () => {
 });
 
 async function health(): Promise<Record<string, any>> {
-  const res = await fetch(`${server.url}/health`);
+  const res = await fetch(`${server.url}/health`, { headers: { "x-api-key": DEFAULT_TOKEN } });
   return (await res.json()) as Record<string, any>;
 }
 

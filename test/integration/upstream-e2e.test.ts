@@ -26,7 +26,7 @@ const textOf = (m: Anthropic.Message) => m.content.map((b) => (b.type === "text"
 const sdk = (server: RunningServer) => new Anthropic({ baseURL: server.url, apiKey: DEFAULT_TOKEN, maxRetries: 0 });
 
 async function health(server: RunningServer): Promise<Record<string, any>> {
-  const res = await fetch(`${server.url}/health`);
+  const res = await fetch(`${server.url}/health`, { headers: { "x-api-key": DEFAULT_TOKEN } });
   expect(res.status).toBe(200);
   return (await res.json()) as Record<string, any>;
 }

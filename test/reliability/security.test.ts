@@ -305,7 +305,7 @@ describe("defaults: binding, Host check, CORS, tokens, and what the logs hold", 
     await e4.text();
     const crash = await post("/v1/messages", { ...body(), max_tokens: 4000, temperature: 0, stream: true, messages: [{ role: "user", content: `Talk about ${SECRET} forever` }] });
     const crashed = await readStream(crash, true);
-    const victim = (await health(server.url)).engine.workerPid!;
+    const victim = (await health(server.url, MY_TOKEN)).engine.workerPid!;
     process.kill(victim, "SIGKILL");
     for (;;) {
       const r = await deadline(crashed.it.next(), 30_000, "the crashed stream to end");
@@ -315,7 +315,7 @@ describe("defaults: binding, Host check, CORS, tokens, and what the logs hold", 
     expect(crashed.frames.at(-1)?.event).toBe("error");
     generated.push(deltaText(crashed.frames));
     await waitFor(async () => {
-      const h = await health(server.url);
+      const h = await health(server.url, MY_TOKEN);
       return h.ready && h.engine.workerPid && h.engine.workerPid !== victim;
     }, "the worker to restart", 60_000);
 
@@ -339,7 +339,7 @@ describe("defaults: binding, Host check, CORS, tokens, and what the logs hold", 
     const inFlight = await readStream(last, true);
 
     // 7. Emergency drill: the stream ends with an error event (not a hang) and the server exits 1.
-    const lastWorker = (await health(server.url)).engine.workerPid!;
+    const lastWorker = (await health(server.url, MY_TOKEN)).engine.workerPid!;
     setAvailable(1000);
     for (;;) {
       const r = await deadline(inFlight.it.next(), 30_000, "the in-flight stream to end in the emergency");

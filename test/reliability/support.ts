@@ -137,8 +137,9 @@ export interface HealthBody {
   memory?: Record<string, unknown>;
 }
 
-export async function health(url: string): Promise<HealthBody> {
-  const res = await fetch(`${url}/health`);
+/** /health with the token: the engine's stats and pids are shown to token holders only. */
+export async function health(url: string, token = TOKEN): Promise<HealthBody> {
+  const res = await fetch(`${url}/health`, { headers: { "x-api-key": token } });
   return (await res.json()) as HealthBody;
 }
 

@@ -2,7 +2,9 @@
  * A fake model worker speaking python_bridge/PROTOCOL.md v1, run with the bun binary
  * in place of Python. Behaviour per generation comes from the last message's content:
  *   "slow…"     tokens every FAKE_WORKER_TOKEN_MS (default 20) ms up to max_tokens, honouring cancel
- *   "crash"     started, two deltas, a stderr line "simulated crash: boom", then exit 3
+ *   "crash"     started, two deltas, stderr lines "simulated crash: boom" and one quoting SECRET_IN_STDERR, then exit 3
+ *   "block"     started, progress, then the whole process stalls FAKE_WORKER_BLOCK_MS (default 1500) ms
+ *               (a long prefill chunk), then a few tokens
  *   "hang"      started, then ignores everything (stdin, cancel, shutdown)
  *   "garbage"   started, then a non-JSON line on stdout
  *   "too_long"  error prompt_too_long (5000 > 2048);  "bad" error bad_request;  "internal" error internal
@@ -11,6 +13,11 @@
  *               "tools2" two calls (one with parallel_tool_calls false)
  *   "think"     thinking events (only with enable_thinking), then a delta
  *   anything else: a few tokens, then done.
+ * count_tokens by the last message's content: "slowcount" stalls the whole process FAKE_WORKER_COUNT_MS
+ * (default 1000) ms first, as the real worker's loop does while it tokenizes; "hangcount" never answers
+ * (and ignores everything after); "crashcount" exits 4.
+ * With the argument --counter it is a token counter (load, count_tokens, stats, shutdown only), journaled with role "counter";
+ * FAKE_WORKER_COUNTER_LOAD=fail makes its load fail.
  * A prompt-prefix cache is simulated: a prompt whose messages but the last were seen before
  * reports cached_tokens; `stats` carries prompt_cache and `cache_relieve` trims or drops it.
  * Start-up behaviour from env: FAKE_WORKER_START=crash|silent, FAKE_WORKER_LOAD=fail,
@@ -27,6 +34,9 @@ const env = process.env;
 const tokenMs = Number(env.FAKE_WORKER_TOKEN_MS ?? 20);
 const stubborn = env.FAKE_WORKER_STUBBORN === "1";
 const concurrency = Math.max(1, Number(env.FAKE_WORKER_CONCURRENCY ?? 1));
+const isCounter = process.argv.includes("--counter");
+/** Written to stderr before a "crash" (test/unit/bridge/helpers.ts FAKE_SECRET): server log only, never a client. */
+const SECRET_IN_STDERR = "SECRET-PROMPT-FRAGMENT-7f3a";
 
 // Synchronous writes: nothing may be lost when the process exits right after.
 const out = (m: Record<string, unknown>) => writeSync(1, `${JSON.stringify({ v: 1, ...m })}\n`);
@@ -67,12 +77,57 @@ const promptCache = () => ({ entries: cache.size, bytes: cacheBytes(), max_entri
 function journal(cmd: Cmd): void {
   if (!env.FAKE_WORKER_JOURNAL) return;
   const { cmd: c, id, target, level, tool_choice, parallel_tool_calls, tools } = cmd;
-  const entry = { cmd: c, id, target, level, tool_choice, parallel_tool_calls, tools: Array.isArray(tools) ? tools.length : undefined };
+  const role = isCounter ? "counter" : undefined;
+  const entry = { cmd: c, id, target, level, tool_choice, parallel_tool_calls, tools: Array.isArray(tools) ? tools.length : undefined, role };
   appendFileSync(env.FAKE_WORKER_JOURNAL, `${JSON.stringify(entry)}\n`);
+}
+
+const lastContent = (cmd: Cmd): string => {
+  const messages = Array.isArray(cmd.messages) ? (cmd.messages as Msg[]) : [];
+  return String(messages[messages.length - 1]?.content ?? "");
+};
+
+function countTokens(cmd: Cmd): void {
+  const what = lastContent(cmd);
+  if (what === "hangcount") {
+    hung = true;
+    setInterval(() => {}, 1000);
+    return;
+  }
+  if (what === "crashcount") {
+    log(`tokenizer blew up on ${SECRET_IN_STDERR}`);
+    process.exit(4);
+  }
+  // Synchronous on purpose: nothing else in this process moves meanwhile.
+  if (what === "slowcount") Bun.sleepSync(Number(env.FAKE_WORKER_COUNT_MS ?? 1000));
+  out({ type: "count", id: cmd.id, input_tokens: promptTokens(cmd.messages as Msg[]) });
+}
+
+/** The --counter role: a tokenizer only. */
+function handleAsCounter(cmd: Cmd): void {
+  const id = cmd.id;
+  switch (cmd.cmd) {
+    case "load":
+      if (env.FAKE_WORKER_COUNTER_LOAD === "fail") return void out({ type: "error", id, code: "load_failed", message: "no tokenizer here" });
+      loaded = String(cmd.model);
+      return void out({ type: "loaded", id, model: loaded, counter: true });
+    case "count_tokens":
+      if (!loaded) return void out({ type: "error", id, code: "not_loaded", message: "no tokenizer" });
+      return countTokens(cmd);
+    case "stats":
+      return void out({ type: "stats", id, model: loaded, memory: { rss_gb: 0.03 } });
+    case "shutdown":
+      out({ type: "bye", id });
+      if (!stubborn) process.exit(0);
+      return;
+    default:
+      out({ type: "error", id, code: "bad_request", message: `the token counter does not serve ${cmd.cmd}` });
+  }
 }
 
 function handle(cmd: Cmd): void {
   journal(cmd);
+  if (isCounter) return handleAsCounter(cmd);
   const id = cmd.id;
   switch (cmd.cmd) {
     case "cancel": {
@@ -91,7 +146,7 @@ function handle(cmd: Cmd): void {
         prompt_cache: promptCache(),
       });
     case "count_tokens":
-      return void out({ type: "count", id, input_tokens: promptTokens(cmd.messages as Msg[]) });
+      return countTokens(cmd);
     case "cache_relieve": {
       // trim keeps the newest half, drop empties.
       const keep = cmd.level === "trim" ? Math.floor(cache.size / 2) : 0;
@@ -195,6 +250,7 @@ async function generate(cmd: Cmd, state: Gen): Promise<void> {
     return new Promise(() => {});
   }
   if (what === "tool" || what === "tools2" || what === "think") return toolOrThink(cmd, state, what, prompt, cached, created);
+  if (what === "block") Bun.sleepSync(Number(env.FAKE_WORKER_BLOCK_MS ?? 1500));
   const pieces = what === "utf8" ? ["h\u00e9", "llo \u{1F30D}", " \u4e16\u754c"] : null;
   const slow = what.startsWith("slow");
   const n = pieces ? pieces.length : slow ? maxTokens : Math.min(maxTokens, 5);
@@ -205,6 +261,7 @@ async function generate(cmd: Cmd, state: Gen): Promise<void> {
     out({ type: "delta", id, text: pieces ? pieces[emitted] : `tok${emitted} ` });
     if (what === "crash" && emitted === 1) {
       log("Traceback (most recent call last):");
+      log(`  File "/Users/alice/work/secret.py", line 1, in <module>: ${SECRET_IN_STDERR}`);
       log("simulated crash: boom");
       process.exit(3);
     }

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { parseServeArgs, UsageError } from "../../src/config";
+import { checkBinding, DEFAULT_TOKEN, isLoopbackHost, parseServeArgs, serveHelp, UsageError } from "../../src/config";
 
 describe("parseServeArgs", () => {
   test("defaults come from the table, not from the process environment", () => {
@@ -35,5 +35,67 @@ describe("parseServeArgs", () => {
     expect(() => parseServeArgs(["--port", "x"], {})).toThrow(UsageError);
     expect(() => parseServeArgs(["--mem-warning-gb", "5"], {})).toThrow("memory thresholds must decrease");
     expect(() => parseServeArgs(["--nope"], {})).toThrow("unknown option '--nope'");
+  });
+});
+
+describe("the shutdown drain option", () => {
+  test("--shutdown-drain-ms / PENSIEVE_SHUTDOWN_DRAIN_MS, default 30 s, apart from the emergency --drain-timeout-ms", () => {
+    const cfg = parseServeArgs([], {});
+    expect(cfg.shutdownDrainMs).toBe(30_000);
+    expect(cfg.drainTimeoutMs).toBe(5000);
+    expect(parseServeArgs(["--shutdown-drain-ms", "300"], {}).shutdownDrainMs).toBe(300);
+    expect(parseServeArgs([], { PENSIEVE_SHUTDOWN_DRAIN_MS: "1500" }).shutdownDrainMs).toBe(1500);
+    expect(() => parseServeArgs(["--shutdown-drain-ms", "-1"], {})).toThrow(UsageError);
+    const help = serveHelp();
+    expect(help).toContain("--shutdown-drain-ms");
+    expect(help).toContain("PENSIEVE_SHUTDOWN_DRAIN_MS");
+    expect(help).toMatch(/--drain-timeout-ms.*EMERGENCY/);
+  });
+});
+
+describe("binding beyond loopback", () => {
+  test.each(["127.0.0.1", "127.8.9.10", "localhost", "LocalHost", "::1", "[::1]", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1"])("%s is loopback", (h) => {
+    expect(isLoopbackHost(h)).toBe(true);
+  });
+
+  test.each(["0.0.0.0", "::", "192.168.1.20", "10.0.0.1", "128.0.0.1", "127.0.0.256", "::2", "fe80::1", "my-host.lan", "example.com"])(
+    "%s is not",
+    (h) => {
+      expect(isLoopbackHost(h)).toBe(false);
+    },
+  );
+
+  test("loopback: no warning, whatever the token", () => {
+    expect(checkBinding({ host: "127.0.0.1", token: DEFAULT_TOKEN })).toBeNull();
+    expect(checkBinding({ host: "localhost", token: "s3cret-x" })).toBeNull();
+  });
+
+  test("beyond loopback with the default (or an empty) token is refused, naming --token and PENSIEVE_TOKEN", () => {
+    for (const token of [DEFAULT_TOKEN, "", "  "]) {
+      const err = (() => {
+        try {
+          checkBinding({ host: "0.0.0.0", token });
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as Error).message).toContain("0.0.0.0");
+      expect((err as Error).message).toContain("--token");
+      expect((err as Error).message).toContain("PENSIEVE_TOKEN");
+    }
+  });
+
+  test("beyond loopback with a token of one's own: a warning naming the address", () => {
+    const warning = checkBinding({ host: "192.168.1.20", token: "a-long-secret" });
+    expect(warning).toContain("192.168.1.20");
+    expect(warning).toContain("beyond loopback");
+  });
+
+  test("the default config binds loopback, so it passes", () => {
+    expect(checkBinding(parseServeArgs([], {}))).toBeNull();
+    expect(() => checkBinding(parseServeArgs(["--host", "0.0.0.0"], {}))).toThrow(UsageError);
+    expect(() => checkBinding(parseServeArgs([], { PENSIEVE_HOST: "0.0.0.0" }))).toThrow(UsageError);
+    expect(checkBinding(parseServeArgs(["--host", "0.0.0.0"], { PENSIEVE_TOKEN: "mine-123" }))).toContain("0.0.0.0");
   });
 });

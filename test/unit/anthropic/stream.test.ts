@@ -110,7 +110,7 @@ describe("StreamConverter", () => {
     ["length", "max_tokens"],
     ["stop_sequence", "stop_sequence"],
     ["tool_calls", "tool_use"],
-    ["cancelled", "end_turn"],
+    ["cancelled", null],
   ] as const)("finish %s -> stop_reason %s", (finish, reason) => {
     expect(stopReasonOf(finish, false)).toBe(reason);
   });

@@ -152,7 +152,7 @@ describe("messages", () => {
     const input = toPromptInput(
       req({
         messages: [
-          { role: "user", content: [{ type: "text", text: "q" }, { type: "document", source: { type: "text" } } as never] },
+          { role: "user", content: [{ type: "text", text: "q" }, { type: "container_upload", file_id: "f" } as never] },
           { role: "assistant", content: [{ type: "redacted_thinking", data: "xx" }, { type: "text", text: "a" }] },
         ],
       }),
@@ -217,6 +217,10 @@ describe("the Claude Code fixture", () => {
     expect(g.messages[2]!.content).toContain("# Environment");
   });
 
+  test("its last cache_control (on the in-conversation system block) ends the cacheable prefix", () => {
+    expect(g.cachePrefix).toEqual({ messages: 3 });
+  });
+
   test("tools, thinking and limits", () => {
     expect(g.tools?.map((t) => t.function.name)).toContain("Bash");
     expect(g.tools).toHaveLength(fixture.body.tools.length);
@@ -226,6 +230,15 @@ describe("the Claude Code fixture", () => {
 });
 
 describe("hopeless prompts", () => {
+  test("count_tokens' translation refuses them too, before the engine tokenizes megabytes", () => {
+    const body = { model: "m", messages: [{ role: "user" as const, content: "x".repeat(64 * 1000 + 64) }] };
+    expect(() => toPromptInput(body as never, { model: "m", supportsVision: false, contextLength: 1000 })).toThrow(
+      /prompt is too long: 1001 tokens > 1000 maximum/,
+    );
+    // Without a known context there is nothing to compare with.
+    expect(toPromptInput(body as never, { model: "m", supportsVision: false }).messages).toHaveLength(1);
+  });
+
   test("a prompt that cannot fit however it tokenizes is refused before the engine sees it", () => {
     const body = { model: "m", max_tokens: 10, messages: [{ role: "user" as const, content: "x".repeat(64 * 1000 + 64) }] };
     expect(() => toGenerateRequest(body as never, { model: "m", supportsVision: false, contextLength: 1000, requestId: "r" })).toThrow(

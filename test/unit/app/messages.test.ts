@@ -156,7 +156,7 @@ describe("POST /v1/messages, SSE", () => {
     expect(order(evs)).toEqual(["message_start", "ping", "content_block_start", "content_block_delta", "error"]);
     expect(evs.at(-1)!.data).toEqual({
       type: "error",
-      error: { type: "api_error", message: expect.stringContaining("Killed") },
+      error: { type: "api_error", message: expect.stringContaining("SIGKILL") },
       request_id: res.headers.get("request-id"),
     });
   });

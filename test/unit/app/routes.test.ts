@@ -105,11 +105,11 @@ describe("models", () => {
 });
 
 describe("health and probe", () => {
-  test("GET /health: status, model, uptime, engine state and stats, memory info", async () => {
+  test("GET /health with the token: status, model, uptime, engine state and stats, memory info", async () => {
     let now = 1_000_000;
     const h = makeApp({ deps: { clock: () => now, memoryInfo: () => ({ status: "safe", availableGb: 16 }) } });
     now += 5_000;
-    const body = await (await h.app.handle(request("/health", { auth: false }))).json();
+    const body = await (await h.app.handle(request("/health"))).json();
     expect(body).toMatchObject({
       status: "ok",
       ready: true,

@@ -79,6 +79,58 @@ describe("host check (DNS rebinding)", () => {
   });
 });
 
+describe("one target for every guard and the router", () => {
+  test("a malformed Host is 400 invalid_request_error, even with the token", async () => {
+    const h = makeApp({ config: { allowedHosts: ["*"] } });
+    for (const host of ["[::1]evil.example", "localhost:evil.example", "localhost, evil.example", "::1", "localhost:99999", "a@localhost"])
+      await expectError(await h.app.handle(request("/v1/models", { headers: { host } })), 400, "invalid_request_error");
+    await expectError(await postMessages(h, simpleBody(), { headers: { host: "[::1]evil.example", "x-api-key": TOKEN } }), 400, "invalid_request_error");
+    expect(h.engine.requests).toHaveLength(0);
+  });
+
+  test("well-formed names that are not loopback stay 403, the FQDN form included", async () => {
+    const h = makeApp();
+    for (const host of ["localhost.", "[::2]", "0.0.0.0", "localhost.evil.example:7777"])
+      await expectError(await h.app.handle(request("/v1/models", { headers: { host } })), 403, "permission_error");
+  });
+
+  test("a short configured host name reaches the route it names", async () => {
+    const h = makeApp({ config: { allowedHosts: ["ab"] } });
+    expect((await h.app.handle(new Request("http://ab/v1/models", { headers: { "x-api-key": TOKEN } }))).status).toBe(200);
+    expect((await h.app.handle(new Request("http://ab/health"))).status).toBe(200);
+  });
+});
+
+describe("/health without the token", () => {
+  const fetchHealth = async (h: ReturnType<typeof makeApp>, headers: Record<string, string> = {}) =>
+    (await h.app.handle(new Request(`${BASE}/health`, { headers }))).json();
+  const memoryInfo = () => ({ source: "file:/private/memory-file", in_flight: 0 });
+
+  test("shows the model's name, status and memory level, never paths, pids or the memory source", async () => {
+    const h = makeApp({ deps: { memoryInfo } });
+    const variants: Record<string, string>[] = [{}, { "x-api-key": "nope" }, { authorization: "Bearer nope" }];
+    for (const headers of variants) {
+      const body = await fetchHealth(h, headers);
+      expect(body).toMatchObject({ status: "ok", ready: true, model: "tiny-demo", engine: { state: "ready" }, memory: { status: "safe" } });
+      expect(body.engine).toEqual({ state: "ready" });
+      expect(Object.keys(body.memory).sort()).toEqual(["available_gb", "status"]);
+      expect(JSON.stringify(body)).not.toMatch(/tmp|private|4242|workerPid/);
+    }
+  });
+
+  test("the token (x-api-key or Bearer) shows the details; so does disabled auth", async () => {
+    for (const [h, headers] of [
+      [makeApp({ deps: { memoryInfo } }), { "x-api-key": TOKEN }],
+      [makeApp({ deps: { memoryInfo } }), { authorization: `Bearer ${TOKEN}` }],
+      [makeApp({ config: { token: null }, deps: { memoryInfo } }), {}],
+    ] as const) {
+      const body = await fetchHealth(h, headers);
+      expect(body.engine).toMatchObject({ state: "ready", workerPid: 4242, model: { path: "/tmp/tiny-demo" } });
+      expect(body.memory).toMatchObject({ status: "safe", source: "file:/private/memory-file" });
+    }
+  });
+});
+
 describe("CORS", () => {
   test("no CORS headers by default", async () => {
     const h = makeApp();

@@ -9,6 +9,8 @@ import type { BridgeLogger } from "../../../src/bridge/protocol";
 import type { EngineEvent, GenerateRequest } from "../../../src/engine/types";
 
 export const FAKE_WORKER = resolve(import.meta.dir, "../../support/fake-worker.ts");
+/** What the fake worker writes to stderr before a "crash" or "crashcount" (server log only). */
+export const FAKE_SECRET = "SECRET-PROMPT-FRAGMENT-7f3a";
 
 export interface LogEntry {
   level: string;
@@ -26,6 +28,8 @@ export interface JournalEntry {
   parallel_tool_calls?: boolean;
   /** Number of tools sent. */
   tools?: number;
+  /** "counter" for commands the token counter received. */
+  role?: string;
 }
 
 export interface FakeSetup {

@@ -104,7 +104,7 @@ describe("createApp: in-flight requests and the emergency stream end", () => {
     const res = await postMessages(h, simpleBody({ stream: true }));
     expect(res.status).toBe(200);
     expect(h.state.inflight.count()).toBe(1);
-    const health = await (await h.app.handle(request("/health", { auth: false }))).json();
+    const health = await (await h.app.handle(request("/health"))).json();
     expect(health.memory.in_flight).toBe(1);
     const reader = res.body!.getReader();
     const first = await reader.read(); // message_start is out: the stream has started
@@ -147,9 +147,9 @@ describe("createApp: in-flight requests and the emergency stream end", () => {
 });
 
 describe("createApp: /health memory fields", () => {
-  test("status, GB, thresholds, in-flight count and the engine's MLX memory", async () => {
+  test("with the token: status, GB, thresholds, in-flight count and the engine's MLX memory", async () => {
     const h = harness("caution", 2.345);
-    const body = await (await h.app.handle(request("/health", { auth: false }))).json();
+    const body = await (await h.app.handle(request("/health"))).json();
     expect(body.memory).toEqual({
       status: "caution",
       available_gb: 2.345,

@@ -1,0 +1,41 @@
+/** How MlxEngine spawns its two processes: the model worker and the tokenizer-only token counter. */
+
+import { DEFAULTS, type MlxEngineOptions } from "./mlx-engine-options";
+import type { BridgeLogger } from "./protocol";
+import { TokenCounter } from "./token-counter";
+import { WorkerProcess, type WorkerProcessOptions } from "./worker-process";
+
+export type ProcessRole = "model worker" | "token counter";
+
+/** WorkerProcess options for either role; the counter is the same script with `--counter`. */
+export function processOptions(opts: MlxEngineOptions, log: BridgeLogger, role: ProcessRole): WorkerProcessOptions {
+  const counter = role === "token counter";
+  return {
+    python: opts.python,
+    script: opts.script,
+    args: counter ? ["--counter"] : [],
+    env: opts.env,
+    helloTimeoutMs: opts.helloTimeoutMs,
+    stderr: {
+      maxLines: opts.stderrTailLines ?? DEFAULTS.stderrTailLines,
+      forward: opts.forwardStderr ?? false,
+      ...(counter ? { prefix: "[counter] " } : {}),
+    },
+    logger: log,
+    name: role,
+  };
+}
+
+/** The engine's token counter: bounded like the generation queue, timed out like a command. */
+export function newTokenCounter(opts: MlxEngineOptions, log: BridgeLogger): TokenCounter {
+  return new TokenCounter({
+    spawn: () => WorkerProcess.start(processOptions(opts, log, "token counter")),
+    loadFields: () => ({ model: opts.model }),
+    queueLimit: opts.queueLimit ?? DEFAULTS.queueLimit,
+    queueTimeoutMs: opts.queueTimeoutMs ?? DEFAULTS.queueTimeoutMs,
+    countTimeoutMs: opts.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs,
+    loadTimeoutMs: opts.loadTimeoutMs ?? DEFAULTS.loadTimeoutMs,
+    restartBackoffMs: opts.restartBackoffMs ?? DEFAULTS.restartBackoffMs,
+    logger: log,
+  });
+}
