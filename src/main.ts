@@ -7,6 +7,9 @@ import { dirname, join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { materializeBridge } from "./assets/bridge-files";
 import { parseServeArgs, serveHelp, UsageError } from "./config";
+import { runImport } from "./cli/import";
+import { ensureOpenblas } from "./models/blas";
+import { ModelPrepareError } from "./models/prepare";
 import { runServe } from "./cli/serve";
 import { runSetup } from "./cli/setup";
 
@@ -18,6 +21,10 @@ function help(): string {
 Usage:
   pensieve serve [options]     start the server (Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:7777)
   pensieve setup [--python P]  create the bridge's Python environment (~/.pensieve/venv) with mlx-lm
+                               (and, on Linux as root, apt-get install libopenblas0-pthread)
+  pensieve import FILE.gguf|ollama:NAME[:TAG] [--quantize 4|8] [--dtype float32|float16|bfloat16]
+                  [--engine mlx|llama] [--home H] [--python P]
+                               convert without serving (cached by the file's hash); prints the path
   pensieve --help | --version
 
 Serve options (each also read from its PENSIEVE_* variable):
@@ -52,7 +59,16 @@ async function main(argv: string[]): Promise<number> {
     const cfg = parseServeArgs(rest);
     const python = cfg.python;
     const script = await materializeBridge(join(cfg.home, "bridge"));
+    await ensureOpenblas((line) => process.stderr.write(`[setup] ${line}\n`));
     await runSetup({ home: cfg.home, requirementsPath: join(dirname(script), "requirements.txt"), ...(python ? { python } : {}) });
+    return 0;
+  }
+  if (cmd === "import") {
+    if (rest.includes("--help") || rest.includes("-h")) {
+      process.stdout.write(help());
+      return 0;
+    }
+    await runImport(rest);
     return 0;
   }
   throw new UsageError(`unknown command '${cmd}' (try pensieve --help)`);
@@ -63,7 +79,7 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (err: unknown) => {
-    if (err instanceof UsageError) {
+    if (err instanceof UsageError || (err instanceof ModelPrepareError && err.code === 2)) {
       process.stderr.write(`pensieve: ${err.message}\n`);
       process.exit(2);
     }

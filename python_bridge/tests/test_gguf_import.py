@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -458,3 +459,92 @@ def test_fetch_cache_uses_the_stamp(tmp_path):
     assert not fetch.is_cached(f, sha)
     with pytest.raises(fetch.FetchError, match="unknown model"):
         fetch.fetch_model("nope", tmp_path)
+
+
+# -- tokenizer-only (the llama.cpp engine runs the GGUF itself) ------------------
+
+def test_tokenizer_only_writes_no_weights(tmp_path):
+    src = tmp_path / "tiny.gguf"
+    write_tiny_gguf(src, "llama", to_gguf_layout(tiny_llama_hf()), HP)
+    cli = subprocess.run([sys.executable, "-m", "pensieve_bridge.gguf", "import", str(src),
+                          "--out-root", str(tmp_path / "m"), "--tokenizer-only"],
+                         capture_output=True, text=True, cwd=BRIDGE, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    gguf_line, dir_line = cli.stdout.strip().splitlines()  # the GGUF, then the directory
+    assert Path(gguf_line) == src.resolve()
+    out = Path(dir_line)
+    assert out.name.endswith("-tiny-tokenizer")
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "chat_template.jinja", "config.json", "generation_config.json", "pensieve_source.json",
+        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"])
+    assert json.loads((out / "config.json").read_text())["model_type"] == "llama"
+    assert json.loads((out / "pensieve_source.json").read_text())["tokenizer_only"] is True
+    # Same ids as a full conversion's tokenizer; and a full conversion is a separate entry.
+    from tokenizers import Tokenizer
+    full = convert(src, tmp_path / "m", "float32")
+    assert full != out and (full / "model.safetensors").is_file()
+    text = "hello world<tool_call>"
+    assert (Tokenizer.from_file(str(out / "tokenizer.json")).encode(text).ids
+            == Tokenizer.from_file(str(full / "tokenizer.json")).encode(text).ids)
+    assert convert(src, tmp_path / "m", tokenizer_only=True) == out  # cached
+
+
+def test_tokenizer_only_takes_architectures_mlx_lacks(tmp_path):
+    src = tmp_path / "other.gguf"
+    w = gguf.GGUFWriter(str(src), "mamba")
+    w.add_context_length(512)
+    tokens, types, merges = byte_vocab()
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("llama-bpe")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_eos_token_id(tokens.index("<|endoftext|>"))
+    w.add_tensor("x.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    out = convert(src, tmp_path / "m", tokenizer_only=True)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "mamba" and config["max_position_embeddings"] == 512
+    assert (out / "tokenizer.json").is_file()
+
+
+BLAS_PROBE = """
+import sys, mlx.core as mx
+sys.path.insert(0, sys.argv[1])
+from pensieve_bridge.gguf.blas import describe_blas
+print(describe_blas("cpu"))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="MLX's CPU BLAS on Linux")
+def test_blas_is_named_reference_or_openblas():
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "OPENBLAS_NUM_THREADS")}
+    ref = subprocess.run([sys.executable, "-c", BLAS_PROBE, str(BRIDGE)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert ref.returncode == 0, ref.stderr
+    assert ref.stdout.startswith("reference (netlib) — slow; install libopenblas0-pthread")
+    if not OPENBLAS.is_file():
+        pytest.skip("libopenblas0-pthread is not installed")
+    fast = subprocess.run([sys.executable, "-c", BLAS_PROBE, str(BRIDGE)], capture_output=True,
+                          text=True, env={**env, "LD_PRELOAD": str(OPENBLAS), "OPENBLAS_NUM_THREADS": "2"},
+                          timeout=120)
+    assert fast.returncode == 0, fast.stderr
+    assert re.match(r"openblas \d+\.\d+\.\d+ \(pthread, 2 threads\)", fast.stdout), fast.stdout
+
+
+def test_hello_and_loaded_name_the_runtime(tmp_path):
+    """The startup line and /health show engine, device, BLAS, dtype and quantization."""
+    from pensieve_bridge.model import load_model
+    from pensieve_bridge.worker import hello
+    h = hello()
+    assert h["device"] in ("cpu", "gpu") and isinstance(h["blas"], str) and h["blas"]
+    src = tmp_path / "tiny.gguf"
+    write_tiny_gguf(src, "llama", to_gguf_layout(tiny_llama_hf()), HP)
+    info = load_model(str(convert(src, tmp_path / "m", "float16"))).info
+    assert info["engine"] == "mlx" and info["device"] == h["device"] and info["blas"] == h["blas"]
+    assert info["dtype"] == "float16" and info["quantization"] is None
+    q = load_model(str(convert(src, tmp_path / "m", quantize=8))).info
+    assert q["quantization"] == "8-bit (group 64)"

@@ -11,6 +11,7 @@ import { aggregate } from "./aggregate";
 import { type AliasRule, CLAUDE_MODEL_ID, listedModelIds, resolveModel } from "./aliases";
 import { mapError, newId, newRequestId, ServiceUnavailableError } from "./errors";
 import { anthropicModels, type MessagesRequestT, MessagesQuery, type ModelInfoT } from "./schemas";
+import { DEFAULT_REPEAT_TOOL_LIMIT, repeatedToolCall, repeatReply, repeatReplyText } from "./repeat-guard";
 import { CANCELLED_MESSAGE, errorEvent, type SseEvent, StreamConverter } from "./stream";
 import { thinkingOmitted, toGenerateRequest, toPromptInput, type TranslateOptions } from "./translate";
 
@@ -31,6 +32,8 @@ export interface AnthropicRoutesDeps {
   clock: () => number;
   logger?: Logger;
   stream?: StreamTiming;
+  /** Identical consecutive tool-call turns answered with a text turn instead (0: off; default 3). */
+  repeatToolLimit?: number;
 }
 
 const TICK = Symbol("tick");
@@ -68,6 +71,15 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
   const pingIntervalMs = deps.stream?.pingIntervalMs ?? 5000;
   const createdAt = new Date(clock()).toISOString();
   const served = () => engine.model()?.id ?? "pensieve";
+  const repeatLimit = deps.repeatToolLimit ?? DEFAULT_REPEAT_TOOL_LIMIT;
+
+  /** The engine's generation, or the short reply that ends a tool-call loop (repeat-guard.ts). */
+  function generate(req: GenerateRequest, signal: AbortSignal): AsyncIterable<EngineEvent> {
+    const tool = repeatedToolCall(req.messages, repeatLimit);
+    if (tool === null) return engine.generate(req, signal);
+    logger?.warn("the same tool call repeated; answering without generating", { requestId: req.requestId, tool, limit: repeatLimit });
+    return repeatReply(repeatReplyText(tool, repeatLimit), () => engine.countTokens(req));
+  }
 
   function translateOptions(requested: string): TranslateOptions {
     const info = engine.model();
@@ -87,7 +99,7 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
     const ac = new AbortController();
     // Elysia only closes our generator at its next yield; the signal reaches the engine at once.
     const unlink = linkAbort(ac, request);
-    const it = engine.generate(req, ac.signal)[Symbol.asyncIterator]();
+    const it = generate(req, ac.signal)[Symbol.asyncIterator]();
     let pending: Promise<IteratorResult<EngineEvent>> | null = null;
     let outcome = "incomplete";
     const emit = (events: SseEvent[]) => events.map((e) => sse(e));
@@ -144,7 +156,7 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
     const unlink = linkAbort(ac, request);
     let finished = false;
     try {
-      const message = await aggregate(engine.generate(req, ac.signal), {
+      const message = await aggregate(generate(req, ac.signal), {
         messageId: newId("msg_"),
         model: body.model,
         omitThinking: thinkingOmitted(body),

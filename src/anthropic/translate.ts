@@ -324,8 +324,8 @@ export function toGenerateRequest(req: MessagesRequestT, opts: TranslateOptions 
   const { input, cachePrefix } = translate(req, opts);
   const out: GenerateRequest = { ...input, requestId: opts.requestId, maxTokens };
   if (cachePrefix) out.cachePrefix = cachePrefix;
-  // Anthropic samples at 1.0 unless told otherwise; say so, since upstream servers default to other values.
-  out.temperature = req.temperature ?? 1;
+  // Unset sampling values are left to the engine: the model's own generation_config.json.
+  if (req.temperature !== undefined) out.temperature = req.temperature;
   if (req.top_p !== undefined) out.topP = req.top_p;
   if (req.top_k !== undefined && req.top_k > 0) out.topK = req.top_k;
   const stops = req.stop_sequences?.filter((s) => s.length > 0);

@@ -22,8 +22,12 @@ export interface MlxEngineOptions {
   python: string;
   /** Path to python_bridge/mlx_inference.py. */
   script: string;
-  /** Local model directory or Hugging Face id, passed to `load`. */
+  /** Local model directory or Hugging Face id (llama engine: a GGUF file), passed to `load`. */
   model: string;
+  /** What runs the model in the worker, passed to `load` as `engine` (worker default mlx). */
+  engine?: "mlx" | "llama";
+  /** llama engine: directory with the GGUF's tokenizer and configs, passed to `load` as `tokenizer`. */
+  tokenizer?: string;
   /** Id clients see; default: the directory name of a local path, else `model`. */
   modelId?: string;
   /** The generated demo model with random weights. */
@@ -35,6 +39,9 @@ export interface MlxEngineOptions {
   promptCacheGb?: number;
   /** Most generations batched at once, passed to `load` as max_batch (worker default 4; 1 = one at a time). */
   maxBatch?: number;
+  /** Output cap and loop guard passed to `load` (python_bridge/pensieve_bridge/loops.py). */
+  maxOutputTokens?: number;
+  loopGuardTokens?: number;
   /** Extra environment for the worker. */
   env?: Record<string, string | undefined>;
   /**

@@ -3,6 +3,7 @@
 import { DEFAULTS, type MlxEngineOptions } from "./mlx-engine-options";
 import type { BridgeLogger } from "./protocol";
 import { TokenCounter } from "./token-counter";
+import { counterLoadFields } from "./worker-info";
 import { WorkerProcess, type WorkerProcessOptions } from "./worker-process";
 
 export type ProcessRole = "model worker" | "token counter";
@@ -30,7 +31,7 @@ export function processOptions(opts: MlxEngineOptions, log: BridgeLogger, role: 
 export function newTokenCounter(opts: MlxEngineOptions, log: BridgeLogger): TokenCounter {
   return new TokenCounter({
     spawn: () => WorkerProcess.start(processOptions(opts, log, "token counter")),
-    loadFields: () => ({ model: opts.model }),
+    loadFields: () => counterLoadFields(opts),
     queueLimit: opts.queueLimit ?? DEFAULTS.queueLimit,
     queueTimeoutMs: opts.queueTimeoutMs ?? DEFAULTS.queueTimeoutMs,
     countTimeoutMs: opts.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs,

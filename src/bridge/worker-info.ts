@@ -59,10 +59,19 @@ export function statsOf(reply: WorkerMessage): WorkerStatsView {
 /** The `load` command's fields. */
 export function loadFields(o: MlxEngineOptions): Record<string, unknown> {
   const fields: Record<string, unknown> = { model: o.model, cache_limit_gb: o.cacheLimitGb };
+  if (o.engine !== undefined) fields.engine = o.engine;
+  if (o.tokenizer !== undefined) fields.tokenizer = o.tokenizer;
   if (o.promptCacheEntries !== undefined) fields.prompt_cache_entries = o.promptCacheEntries;
   if (o.maxBatch !== undefined) fields.max_batch = o.maxBatch;
   if (o.promptCacheGb !== undefined) fields.prompt_cache_gb = o.promptCacheGb;
+  if (o.maxOutputTokens !== undefined) fields.max_output_tokens = o.maxOutputTokens;
+  if (o.loopGuardTokens !== undefined) fields.loop_guard_tokens = o.loopGuardTokens;
   return fields;
+}
+
+/** The token counter's `load` fields: it loads only a tokenizer, which the llama engine keeps beside the GGUF. */
+export function counterLoadFields(o: MlxEngineOptions): Record<string, unknown> {
+  return { model: o.tokenizer ?? o.model };
 }
 
 /** The prompt fields shared by `generate` and `count_tokens`. */
@@ -70,10 +79,36 @@ export function promptFields(input: PromptInput): Record<string, unknown> {
   return { messages: input.messages, tools: input.tools, enable_thinking: input.enableThinking };
 }
 
-/** ModelInfo from `loaded`; the id clients see defaults to a local model's directory name. */
-export function modelInfoOf(loaded: LoadedMessage, opts: MlxEngineOptions): ModelInfo {
+/** How the worker runs the model, from `loaded` (null where an older worker does not say). */
+export interface WorkerRuntime {
+  engine: string;
+  device: string | null;
+  /** The BLAS (or backend) in use, e.g. "openblas 0.3.21 (pthread, 2 threads)". */
+  blas: string | null;
+  dtype: string | null;
+  quantization: string | null;
+}
+
+const text = (v: unknown): string | null => (typeof v === "string" && v !== "" ? v : null);
+
+export function runtimeOf(loaded: LoadedMessage, opts: MlxEngineOptions): WorkerRuntime {
+  return {
+    engine: text(loaded.engine) ?? opts.engine ?? "mlx",
+    device: text(loaded.device),
+    blas: text(loaded.blas),
+    dtype: text(loaded.dtype),
+    quantization: text(loaded.quantization),
+  };
+}
+
+/**
+ * ModelInfo (plus the worker's runtime, when it reports one) from `loaded`; the id clients see
+ * defaults to a local model's directory name.
+ */
+export function modelInfoOf(loaded: LoadedMessage, opts: MlxEngineOptions): ModelInfo & { runtime?: WorkerRuntime } {
   const m = opts.model;
   return {
+    ...(text(loaded.engine) || text(loaded.device) ? { runtime: runtimeOf(loaded, opts) } : {}),
     id: opts.modelId ?? (existsSync(m) ? basename(resolve(m)) : m),
     path: typeof loaded.model === "string" ? loaded.model : m,
     contextLength: loaded.context_length,

@@ -11,14 +11,17 @@ import { createMemoryRelief } from "../lifecycle/relief";
 import { createLogger, type Logger } from "../log";
 import { createMemoryMonitor } from "../memory/monitor";
 import { createUpstreamEngine, splitUpstream, UpstreamKvPoller, withKvPressure } from "../upstream";
-import { DEMO_MODEL_ID, ensureDemoModel } from "./demo-model";
+import type { WorkerRuntime } from "../bridge/worker-info";
+import { blasEnv, openblasHint } from "../models/blas";
+import { type PreparedModel, prepareModel } from "../models/prepare";
 import { resolvePython } from "./python";
 
 // Bun's own cap would answer a bare, header-less 413; the app enforces 32 MB itself, from
 // content-length before reading and while reading a chunked body, so Bun's cap is lifted.
 const BUN_MAX_BODY_BYTES = Number.MAX_SAFE_INTEGER;
 
-async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<MlxEngine> {
+/** The bridge's Python, or an error saying how to get one. */
+export function requirePython(cfg: Pick<ServeConfig, "python" | "home">): string {
   const found = resolvePython(cfg.python, cfg.home);
   if (!found.python) {
     throw new Error(
@@ -26,24 +29,41 @@ async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<MlxEngine>
         "Run `pensieve setup` (or `npm start` in the repository), or pass --python /path/to/python.",
     );
   }
+  return found.python;
+}
+
+async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<{ engine: MlxEngine; prepared: PreparedModel }> {
+  const python = requirePython(cfg);
   const script = await materializeBridge(join(cfg.home, "bridge"));
   const bridgeDir = dirname(script);
-  let model = cfg.model;
-  const isDemo = !model;
-  if (!model) {
-    log.info("no --model given: generating the tiny demo model (random weights)");
-    model = await ensureDemoModel(found.python, bridgeDir, cfg.home);
-  }
-  return new MlxEngine({
-    python: found.python,
+  const prepared = await prepareModel(cfg.model, {
+    python,
+    bridgeDir,
+    home: cfg.home,
+    engine: cfg.engine,
+    engineExplicit: cfg.explicit.has("engine"),
+    modelExplicit: cfg.explicit.has("model"),
+    log: (line) => process.stderr.write(`pensieve: ${line}\n`),
+  });
+  if (prepared.isDemo) log.info("serving the tiny demo model (random weights)");
+  const blas = prepared.engine === "mlx" ? blasEnv() : {};
+  const hint = prepared.engine === "mlx" ? openblasHint() : null;
+  if (hint) process.stderr.write(`pensieve: OpenBLAS is missing, so MLX runs on the slow reference BLAS; install it with: ${hint}\n`);
+  const engine = new MlxEngine({
+    python,
     script,
-    model,
-    ...(isDemo ? { modelId: DEMO_MODEL_ID } : {}),
-    isDemo,
+    model: prepared.model,
+    engine: prepared.engine,
+    ...(prepared.tokenizer ? { tokenizer: prepared.tokenizer } : {}),
+    ...(prepared.modelId ? { modelId: prepared.modelId } : {}),
+    isDemo: prepared.isDemo,
+    env: blas,
     cacheLimitGb: cfg.cacheLimitGb,
     promptCacheEntries: cfg.promptCacheEntries,
     promptCacheGb: cfg.promptCacheGb,
     maxBatch: cfg.maxBatch,
+    maxOutputTokens: cfg.maxOutputTokens,
+    loopGuardTokens: cfg.loopGuardTokens,
     queueLimit: cfg.queueLimit,
     queueTimeoutMs: cfg.queueTimeoutMs,
     requestTimeoutMs: cfg.requestTimeoutMs,
@@ -51,14 +71,33 @@ async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<MlxEngine>
     forwardStderr: true,
     logger: log,
   });
+  return { engine, prepared };
+}
+
+// The worker's runtime (engine, device, BLAS, dtype), when modelInfoOf attached it.
+function describeRuntime(m: ModelInfo): string {
+  const r = (m as ModelInfo & { runtime?: WorkerRuntime }).runtime;
+  if (!r) return "";
+  const parts = [r.engine, r.device, r.blas, r.quantization ?? r.dtype].filter((x): x is string => !!x);
+  return ` [${parts.join(", ")}]`;
 }
 
 function describeModel(m: ModelInfo | null, cfg: ServeConfig): string {
   if (cfg.backend === "openai") return `upstream ${cfg.upstream ?? "(routes)"}${m ? ` model ${m.id}` : ""}`;
   if (!m) return "no model";
   return m.isDemo
-    ? `model ${m.id} (DEMO: random weights, its output is gibberish; pass --model for a real one)`
-    : `model ${m.id}`;
+    ? `model ${m.id}${describeRuntime(m)} (DEMO: random weights, its output is gibberish; pass --model for a real one)`
+    : `model ${m.id}${describeRuntime(m)}`;
+}
+
+// A llama-engine load that fails is most likely a worker without that engine yet.
+function explainLoadError(err: unknown, prepared: PreparedModel | undefined): unknown {
+  if (prepared?.engine !== "llama") return err;
+  const why = err instanceof Error ? err.message : String(err);
+  return new Error(
+    `the llama.cpp engine could not load ${prepared.model}: ${why}\n` +
+      "If this worker has no llama engine yet, serve the GGUF on the mlx engine instead: --engine mlx (PENSIEVE_ENGINE=mlx).",
+  );
 }
 
 /** `pensieve serve`: load the model, listen, print one line, and shut down cleanly on signals. */
@@ -67,16 +106,16 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
   const bindWarning = checkBinding(cfg);
   if (bindWarning) process.stderr.write(`pensieve: ${bindWarning}\n`);
   const log = createLogger(process.env.PENSIEVE_LOG_LEVEL);
+  const local = cfg.backend === "openai" ? null : await buildMlxEngine(cfg, log);
   const engine: InferenceEngine =
-    cfg.backend === "openai"
-      ? createUpstreamEngine({
-          ...(cfg.upstream ? { upstream: cfg.upstream } : {}),
-          ...(cfg.upstreamKey ? { apiKey: cfg.upstreamKey } : {}),
-          defaultContextLength: cfg.upstreamContext,
-          ...(cfg.upstreamRoutes ? { routes: cfg.upstreamRoutes } : {}),
-          logger: log,
-        })
-      : await buildMlxEngine(cfg, log);
+    local?.engine ??
+    createUpstreamEngine({
+      ...(cfg.upstream ? { upstream: cfg.upstream } : {}),
+      ...(cfg.upstreamKey ? { apiKey: cfg.upstreamKey } : {}),
+      defaultContextLength: cfg.upstreamContext,
+      ...(cfg.upstreamRoutes ? { routes: cfg.upstreamRoutes } : {}),
+      logger: log,
+    });
 
   const localMonitor = createMemoryMonitor({
     ...(cfg.memorySource ? { source: cfg.memorySource } : {}),
@@ -111,7 +150,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
     if (cfg.backend !== "openai") {
       monitor.stop();
       await engine.stop().catch(() => {});
-      throw err;
+      throw explainLoadError(err, local?.prepared);
     }
     log.warn("upstream not reachable at start; serving 503 until it is", { error: String(err) });
   }
@@ -128,6 +167,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
       aliases: cfg.aliases,
       allowedHosts: cfg.allowedHosts,
       corsOrigins: cfg.corsOrigins,
+      repeatToolLimit: cfg.repeatToolLimit,
       version,
     },
     logger: log,

@@ -60,7 +60,9 @@ export function buildChatRequest(
     if (req.parallelToolCalls !== undefined) body.parallel_tool_calls = req.parallelToolCalls;
   }
   if (req.stop?.length) body.stop = req.stop;
-  if (req.temperature !== undefined) body.temperature = req.temperature;
+  // Anthropic samples at 1.0 unless told otherwise; upstream servers' own defaults differ
+  // (mlx_lm.server: 0), and Pensieve cannot read the upstream model's generation_config.
+  body.temperature = req.temperature ?? 1;
   if (req.topP !== undefined) body.top_p = req.topP;
   if (req.topK !== undefined && req.topK > 0) body.top_k = req.topK;
   if (req.enableThinking !== undefined) {

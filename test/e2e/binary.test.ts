@@ -156,10 +156,10 @@ describe("serve --model <tiny> from another directory", () => {
   });
 });
 
-describe("serve without --model", () => {
+describe("serve --model demo-tiny", () => {
   test("generates the demo model in PENSIEVE_HOME and says its weights are random", async () => {
     const home = mkdtempSync(join(tmpdir(), "pensieve-e2e-home-"));
-    const server = await startServer({ command: [BIN], cwd: work, home, args: ["--python", testPython()] });
+    const server = await startServer({ command: [BIN], cwd: work, home, args: ["--python", testPython(), "--model", "demo-tiny"] });
     try {
       expect(server.banner).toContain(`listening on ${server.url}`);
       expect(server.banner).toMatch(/random weights/i);

@@ -86,7 +86,8 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   const started = performance.now();
   const proc = Bun.spawn([...command, ...args], {
     cwd: opts.cwd ?? REPO,
-    env: cleanEnv({ ...process.env, PENSIEVE_HOME: home, PENSIEVE_PYTHON: testPython(), ...opts.env }),
+    // The tiny demo model unless a test names one: the built-in default would fetch 500 MB from PyPI.
+    env: cleanEnv({ ...process.env, PENSIEVE_HOME: home, PENSIEVE_PYTHON: testPython(), PENSIEVE_MODEL: "demo-tiny", ...opts.env }),
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",

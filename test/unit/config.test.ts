@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { checkBinding, DEFAULT_TOKEN, isLoopbackHost, parseServeArgs, serveHelp, UsageError } from "../../src/config";
+import { checkBinding, DEFAULT_MODEL, DEFAULT_TOKEN, defaultEngine, isLoopbackHost, parseServeArgs, serveHelp, UsageError } from "../../src/config";
 
 describe("parseServeArgs", () => {
   test("defaults come from the table, not from the process environment", () => {
@@ -97,5 +97,37 @@ describe("binding beyond loopback", () => {
     expect(() => checkBinding(parseServeArgs(["--host", "0.0.0.0"], {}))).toThrow(UsageError);
     expect(() => checkBinding(parseServeArgs([], { PENSIEVE_HOST: "0.0.0.0" }))).toThrow(UsageError);
     expect(checkBinding(parseServeArgs(["--host", "0.0.0.0"], { PENSIEVE_TOKEN: "mine-123" }))).toContain("0.0.0.0");
+  });
+});
+
+describe("--engine", () => {
+  test("defaults to mlx on Apple Silicon and llama elsewhere", () => {
+    expect(defaultEngine("darwin", "arm64")).toBe("mlx");
+    expect(defaultEngine("darwin", "x64")).toBe("llama");
+    expect(defaultEngine("linux", "x64")).toBe("llama");
+    expect(defaultEngine("linux", "arm64")).toBe("llama");
+    const cfg = parseServeArgs([], {});
+    expect(cfg.engine).toBe(defaultEngine());
+    expect(cfg.explicit.has("engine")).toBe(false);
+  });
+
+  test("flag and PENSIEVE_ENGINE choose it, and mark it explicit", () => {
+    expect(parseServeArgs(["--engine", "llama"], {}).engine).toBe("llama");
+    const fromEnv = parseServeArgs([], { PENSIEVE_ENGINE: "mlx" });
+    expect(fromEnv.engine).toBe("mlx");
+    expect(fromEnv.explicit.has("engine")).toBe(true);
+    expect(parseServeArgs(["--engine=mlx"], { PENSIEVE_ENGINE: "llama" }).engine).toBe("mlx");
+  });
+
+  test("anything else is a usage error", () => {
+    expect(() => parseServeArgs(["--engine", "vllm"], {})).toThrow(/--engine must be 'mlx' or 'llama'/);
+  });
+
+  test("the model defaults to the built-in Qwen2.5-Coder 0.5B, not given explicitly", () => {
+    const cfg = parseServeArgs([], {});
+    expect(cfg.model).toBe(DEFAULT_MODEL);
+    expect(DEFAULT_MODEL).toBe("qwen2.5-coder-0.5b-instruct");
+    expect(cfg.explicit.has("model")).toBe(false);
+    expect(parseServeArgs(["--model", "demo-tiny"], {}).explicit.has("model")).toBe(true);
   });
 });

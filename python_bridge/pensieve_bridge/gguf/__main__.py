@@ -1,6 +1,7 @@
 """CLI: `python -m pensieve_bridge.gguf fetch|import ...`.
 
-The last stdout line is the result path (the TypeScript side reads it);
+The last stdout line is the result path (the TypeScript side reads it); with
+`import --tokenizer-only` the line before it is the GGUF file itself;
 progress and logs go to stderr. Exit status 2 means a clear user error.
 """
 
@@ -33,7 +34,9 @@ def _import(args) -> int:
     from .convert import convert
     path, name = resolve_source(args.source)
     out = convert(path, Path(args.out_root).expanduser() if args.out_root else None,
-                  args.dtype, args.quantize, name=name)
+                  args.dtype, args.quantize, name=name, tokenizer_only=args.tokenizer_only)
+    if args.tokenizer_only:
+        print(path.resolve(), flush=True)  # the GGUF the engine runs: the line before the dir
     print(out, flush=True)
     return 0
 
@@ -54,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
                    help="default float32 on CPU, float16 on Metal")
     i.add_argument("--quantize", type=int, choices=(4, 8), default=None)
+    i.add_argument("--tokenizer-only", action="store_true",
+                   help="write only tokenizer files and configs (for llama.cpp, which runs the GGUF)")
     return p
 
 

@@ -24,8 +24,8 @@ def resolve_source(source: str) -> tuple[Path, Optional[str]]:
 
 
 def import_model(source: str, out_root: Optional[Path] = None, dtype: Optional[str] = None,
-                 quantize: Optional[int] = None) -> Path:
+                 quantize: Optional[int] = None, tokenizer_only: bool = False) -> Path:
     """Resolve and convert (cached): the MLX directory for `source`."""
     from .convert import convert
     path, name = resolve_source(source)
-    return convert(path, out_root, dtype, quantize, name=name)
+    return convert(path, out_root, dtype, quantize, name=name, tokenizer_only=tokenizer_only)

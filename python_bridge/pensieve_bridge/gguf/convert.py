@@ -119,8 +119,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower()[:60] or "model"
 
 
-def cache_dir_name(sha: str, stem: str, dtype: str, quantize: Optional[int]) -> str:
-    suffix = f"-q{quantize}" if quantize else f"-{dtype}"
+def cache_dir_name(sha: str, stem: str, dtype: str, quantize: Optional[int],
+                   tokenizer_only: bool = False) -> str:
+    suffix = "-tokenizer" if tokenizer_only else f"-q{quantize}" if quantize else f"-{dtype}"
     return f"{sha[:16]}-{_slug(stem)}{suffix}"
 
 
@@ -231,12 +232,9 @@ def _generation_config(fields: dict[str, Any], vocab: GGUFVocab) -> dict:
     return gen
 
 
-def write_model_dir(gguf_path: Path, out: Path, dtype: str) -> dict:
-    """Convert one GGUF into `out` (which must exist and be empty)."""
-    import gguf
-    reader = gguf.GGUFReader(str(gguf_path))
-    fields = read_fields(reader)
-    arch, plan = _plan(reader, fields)
+def _model_config(reader, fields: dict[str, Any], dtype: str):
+    """(arch, plan, vocab, config.json contents): shared by full and tokenizer-only imports."""
+    arch, plan = _plan(reader, fields)  # first: an unsupported architecture is named as such
     vocab = GGUFVocab(fields)
     config = dict(plan.config)
     config["torch_dtype"] = dtype
@@ -244,6 +242,20 @@ def write_model_dir(gguf_path: Path, out: Path, dtype: str) -> dict:
         config["bos_token_id"] = vocab.bos
     if ids := vocab.eos_ids():
         config["eos_token_id"] = ids if len(ids) > 1 else ids[0]
+    return arch, plan, vocab, config
+
+
+def _write_configs(out: Path, config: dict, fields: dict[str, Any], vocab: GGUFVocab) -> None:
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "generation_config.json").write_text(json.dumps(_generation_config(fields, vocab), indent=2))
+
+
+def write_model_dir(gguf_path: Path, out: Path, dtype: str) -> dict:
+    """Convert one GGUF into `out` (which must exist and be empty)."""
+    import gguf
+    reader = gguf.GGUFReader(str(gguf_path))
+    fields = read_fields(reader)
+    arch, plan, vocab, config = _model_config(reader, fields, dtype)
 
     jobs = [(t, plan.hf_name(t.name)) for t in reader.tensors]
     jobs = [(t, n) for t, n in jobs if n is not None]
@@ -263,8 +275,39 @@ def write_model_dir(gguf_path: Path, out: Path, dtype: str) -> dict:
     finally:
         stream.close()
         bar.close()
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "generation_config.json").write_text(json.dumps(_generation_config(fields, vocab), indent=2))
+    _write_configs(out, config, fields, vocab)
+    return config
+
+
+def _minimal_config(fields: dict[str, Any], arch: str, vocab: GGUFVocab) -> dict:
+    config: dict[str, Any] = {"model_type": arch, "vocab_size": len(vocab.tokens)}
+    if ctx := fields.get(f"{arch}.context_length"):
+        config["max_position_embeddings"] = int(ctx)
+    if ids := vocab.eos_ids():
+        config["eos_token_id"] = ids if len(ids) > 1 else ids[0]
+    return config
+
+
+def write_tokenizer_dir(gguf_path: Path, out: Path) -> dict:
+    """Tokenizer files, config.json and generation_config.json only: no tensor is read.
+
+    What an engine that runs the GGUF itself (llama.cpp) needs beside it for chat
+    templates, token counts and tool-call parsing.
+    """
+    import gguf
+    reader = gguf.GGUFReader(str(gguf_path))
+    fields = read_fields(reader)
+    vocab = GGUFVocab(fields)
+    try:
+        arch, _p, _v, config = _model_config(reader, fields, "float16")
+    except (ValueError, KeyError) as e:
+        # llama.cpp runs architectures MLX's mapping lacks; the tokenizer needs none.
+        arch = fields.get("general.architecture") or "unknown"
+        log(f"note: no MLX config for {arch} ({e}); writing a minimal config.json")
+        config = _minimal_config(fields, arch, vocab)
+    log(f"writing the tokenizer of {gguf_path.name} ({arch})")
+    write_tokenizer(vocab, out)
+    _write_configs(out, config, fields, vocab)
     return config
 
 
@@ -282,8 +325,13 @@ def _quantize_dir(src: Path, dst: Path, bits: int) -> None:
 
 
 def convert(gguf_path: Path, out_root: Optional[Path] = None, dtype: Optional[str] = None,
-            quantize: Optional[int] = None, name: Optional[str] = None) -> Path:
-    """Return the MLX directory for `gguf_path`, converting it on first use."""
+            quantize: Optional[int] = None, name: Optional[str] = None,
+            tokenizer_only: bool = False) -> Path:
+    """Return the MLX directory for `gguf_path`, converting it on first use.
+
+    tokenizer_only: a directory with the tokenizer and configs but no weights
+    (keyed `<sha>-<name>-tokenizer`), for engines that run the GGUF itself.
+    """
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise FileNotFoundError(f"no such GGUF file: {gguf_path}")
@@ -295,7 +343,7 @@ def convert(gguf_path: Path, out_root: Optional[Path] = None, dtype: Optional[st
     out_root = Path(out_root or default_out_root()).expanduser()
     out_root.mkdir(parents=True, exist_ok=True)
     sha = file_sha256(gguf_path, out_root)
-    final = out_root / cache_dir_name(sha, name or gguf_path.stem, dtype, quantize)
+    final = out_root / cache_dir_name(sha, name or gguf_path.stem, dtype, quantize, tokenizer_only)
     if cached := find_cached(out_root, final.name):
         log(f"using cached conversion {cached}")
         return cached
@@ -304,14 +352,19 @@ def convert(gguf_path: Path, out_root: Optional[Path] = None, dtype: Optional[st
     try:
         base = work / "base"
         base.mkdir(parents=True)
-        write_model_dir(gguf_path, base, "float16" if quantize else dtype)
-        if quantize:
+        if tokenizer_only:
+            write_tokenizer_dir(gguf_path, base)
+        else:
+            write_model_dir(gguf_path, base, "float16" if quantize else dtype)
+        if quantize and not tokenizer_only:
             (work / "q").mkdir()
             _quantize_dir(base, work / "q", quantize)
             base = work / "q"
         (base / "pensieve_source.json").write_text(json.dumps(
-            {"gguf": str(gguf_path.resolve()), "sha256": sha, "dtype": dtype,
-             "quantize": quantize}, indent=2))
+            {"gguf": str(gguf_path.resolve()), "sha256": sha,
+             "dtype": None if tokenizer_only else dtype,
+             "quantize": None if tokenizer_only else quantize,
+             "tokenizer_only": tokenizer_only}, indent=2))
         try:
             os.rename(base, final)  # atomic publish
         except OSError:

@@ -200,8 +200,8 @@ describe("tools, thinking, sampling", () => {
     expect(g).toMatchObject({ requestId: "req_1", maxTokens: 4096, temperature: 0.2, topP: 0.9, topK: 40, stop: ["END"] });
     const plain = toGenerateRequest(req({}), { ...opts, requestId: "r" });
     expect(plain.maxTokens).toBe(100);
-    // Anthropic's default, made explicit for upstreams whose own default differs (mlx_lm.server: 0).
-    expect(plain.temperature).toBe(1);
+    // Unset: the local worker samples with the model's generation_config.json (upstreams: 1.0).
+    expect(plain).not.toHaveProperty("temperature");
     expect(plain).not.toHaveProperty("stop");
   });
 });

@@ -43,10 +43,11 @@ describe("buildChatRequest", () => {
     ]);
   });
 
-  test("always streams with usage; omits what was not asked for", () => {
+  test("always streams with usage; Anthropic's temperature 1 unless set; omits the rest not asked for", () => {
     expect(buildChatRequest(base, "qwen")).toEqual({
       model: "qwen",
       messages: expect.any(Array),
+      temperature: 1,
       stream: true,
       stream_options: { include_usage: true },
       max_tokens: 100,
