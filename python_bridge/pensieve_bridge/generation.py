@@ -9,6 +9,7 @@ from typing import Any, Optional, Protocol
 
 from .errors import WorkerError, bad_request
 from .model import LoadedModel, RenderError
+from .sampling import FALLBACK
 from .prompt_cache import common_prefix
 from .splitter import OutputSplitter
 from .stops import StopMatcher
@@ -36,6 +37,7 @@ class GenerateParams:
     seed: Optional[int] = None
     tool_choice: Any = "auto"  # "auto" | "none" | "required" | {"name": X}
     parallel_tool_calls: bool = True
+    repetition_penalty: Optional[float] = None
     # The last cache breakpoint: (messages covered, content characters of the last), or None.
     cache_prefix: Optional[tuple[int, Optional[int]]] = None
 
@@ -80,7 +82,10 @@ def parse_cache_prefix(msg: dict, n_messages: int) -> Optional[tuple[int, Option
     return n, chars
 
 
-def parse_params(msg: dict) -> GenerateParams:
+def parse_params(msg: dict, defaults: Optional[dict] = None) -> GenerateParams:
+    """The generate command's fields; unset sampling values come from `defaults`
+    (the model's generation_config.json, sampling.py), then Anthropic's."""
+    d = {**FALLBACK, **(defaults or {})}
     messages, tools, thinking = parse_prompt(msg)
     max_tokens = msg.get("max_tokens", 256)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -88,7 +93,8 @@ def parse_params(msg: dict) -> GenerateParams:
     stop = msg.get("stop") or []
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
         raise bad_request("stop must be an array of strings")
-    top_k = msg.get("top_k") or 0
+    top_k = msg.get("top_k")
+    top_k = d["top_k"] if top_k is None else top_k
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise bad_request("top_k must be an integer >= 0")
     seed = msg.get("seed")
@@ -105,11 +111,14 @@ def parse_params(msg: dict) -> GenerateParams:
         parallel = True
     if not isinstance(parallel, bool):
         raise bad_request("parallel_tool_calls must be a boolean")
+    penalty = msg.get("repetition_penalty")
     return GenerateParams(
         messages=messages, tools=tools, enable_thinking=thinking, max_tokens=max_tokens,
-        temperature=_num(msg, "temperature", 1.0, 0.0, 100.0),
-        top_p=_num(msg, "top_p", 1.0, 0.0, 1.0), top_k=top_k, stop=stop, seed=seed,
+        temperature=_num(msg, "temperature", d["temperature"], 0.0, 100.0),
+        top_p=_num(msg, "top_p", d["top_p"], 0.0, 1.0), top_k=top_k, stop=stop, seed=seed,
         tool_choice=choice, parallel_tool_calls=parallel,
+        repetition_penalty=(d["repetition_penalty"] if penalty is None
+                            else _num(msg, "repetition_penalty", 1.0, 0.01, 10.0)),
         cache_prefix=parse_cache_prefix(msg, len(messages)),
     )
 
@@ -153,9 +162,11 @@ def cache_breakpoint(lm: LoadedModel, p: GenerateParams, ids: list[int]) -> int:
     msgs = list(p.messages[:n])
     if chars is not None and msgs and isinstance(msgs[-1].get("content"), str):
         msgs[-1] = {**msgs[-1], "content": _utf16_prefix(msgs[-1]["content"], chars)}
+    # The prefix as the template sees it: adapted like the prompt itself (templates.py).
+    msgs, tools = lm.adapt(msgs, p.tools)
     kwargs: dict[str, Any] = {"add_generation_prompt": False, "tokenize": False}
-    if p.tools:
-        kwargs["tools"] = p.tools
+    if tools:
+        kwargs["tools"] = tools
     if p.enable_thinking is not None and lm._template_uses("enable_thinking"):
         kwargs["enable_thinking"] = bool(p.enable_thinking)
     try:
@@ -195,8 +206,10 @@ class TextOutput:
 
     @property
     def stop_now(self) -> bool:
-        """A stop sequence matched, or the one call allowed is complete."""
-        return self.matched is not None or (not self.parallel and self.calls > 0)
+        """A stop sequence matched, the one call allowed is complete, or the model
+        wrote prose after its calls (dropped; the turn ends at the calls)."""
+        return self.matched is not None or (self.calls > 0 and (
+            not self.parallel or self.splitter.ended))
 
     def feed(self, text: str) -> list[dict]:
         return self._events(self.splitter.feed(text), final=False)
@@ -244,8 +257,12 @@ def _ends_in_think(lm: LoadedModel, ids: list[int]) -> bool:
 
 
 def plan_output(lm: LoadedModel, p: GenerateParams, ids: list[int]) -> tuple[list[int], OutputSplitter]:
-    """The prompt ids (with any forced call start) and the splitter for its output."""
-    fmt = lm.tool_format if (p.tools and p.tool_choice != "none") else None
+    """The prompt ids (with any forced call start) and the splitter for its output.
+
+    With tools offered and tool_choice not "none", the splitter gets them: calls are
+    checked against them, and generic JSON calls are found even without a parser."""
+    tools = p.tools if (p.tools and p.tool_choice != "none") else None
+    fmt = lm.tool_format if tools else None
     in_think = _ends_in_think(lm, ids)
     forced = None
     if fmt is not None and p.tool_choice != "auto":
@@ -255,7 +272,7 @@ def plan_output(lm: LoadedModel, p: GenerateParams, ids: list[int]) -> tuple[lis
         if in_think:  # a forced call skips reasoning
             text, in_think = lm.think[1] + "\n\n" + forced, False
         ids = ids + list(lm.tokenizer.encode(text, add_special_tokens=False))
-    splitter = OutputSplitter(fmt, p.tools, lm.think, in_think, forced)
+    splitter = OutputSplitter(fmt, tools, lm.think, in_think, forced)
     return ids, splitter
 
 

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from . import templates
 from .coalesce import DEFAULT_WINDOW_S
 from .prompt_cache import GB, PromptCache
 from .toolcalls import ToolFormat, format_for
@@ -39,17 +40,63 @@ class LoadedModel:
     prompt_cache: PromptCache = field(default_factory=PromptCache)
     # Text events of a generation closer together than this are joined (coalesce.py).
     delta_window_s: float = DEFAULT_WINDOW_S
+    # Sampling defaults from generation_config.json (sampling.py); a request's values win.
+    sampling: dict = field(default_factory=dict)
+    # Most tokens one generation may produce (--max-output-tokens, or the model's own limit).
+    max_output_tokens: int = 8192
+    # Tokens of exact repetition that end a generation (loops.py; 0 disables).
+    loop_span: int = 160
+
+    # What the chat template accepts (templates.probe), learned once: see dialect().
+    template_dialect: Optional[dict] = None
 
     def render(self, messages: list, tools: Optional[list] = None,
                enable_thinking: Optional[bool] = None) -> list[int]:
         """Token ids of the prompt, rendered by the tokenizer's own chat template.
 
         A final assistant message is a prefill: the model continues it (as Anthropic does).
+        Roles or tools the template refuses or ignores are rewritten first (templates.py).
         """
         if len(messages) > 1 and _is_blank_assistant(messages[-1]):
             # An empty final assistant turn is no prefill (Anthropic allows it): a new turn.
             # A lone empty assistant turn stays, so the conversation is never empty.
             messages = messages[:-1]
+        dialect = self.dialect()
+        try:
+            return self._render_native(*self.adapt(messages, tools, dialect), enable_thinking)
+        except RenderError as exc:
+            wider = templates.widen(dialect, messages, tools)
+            if wider == dialect:
+                raise
+            first_error = exc
+        # A shape the probe did not cover failed: adapt what this conversation uses, retry
+        # once, and keep the wider dialect when that works (so it is one failure per model).
+        try:
+            ids = self._render_native(*self.adapt(messages, tools, wider), enable_thinking)
+        except RenderError:
+            raise first_error  # the template's own complaint, not the retry's
+        dialect.update(wider, learned="render_error")  # in place: info["template"] shows it too
+        return ids
+
+    def dialect(self) -> dict:
+        """The template's dialect, probed on first use and cached on the model."""
+        if self.template_dialect is None:
+            self.template_dialect = templates.probe(self.tokenizer)
+        return self.template_dialect
+
+    def adapt(self, messages: list, tools: Optional[list],
+              dialect: Optional[dict] = None) -> tuple[list, Optional[list]]:
+        """(messages, tools) as this model's template accepts them (unchanged when native)."""
+        return templates.adapt(messages, tools, dialect or self.dialect(), self._call_format())
+
+    def _call_format(self) -> str:
+        # Past calls written as text use the form the output parser reads for this model.
+        fmt = self.tool_format or format_for(self.tokenizer)  # the counter sets none
+        tags = fmt is not None and fmt.name == "json_tools"
+        return templates.CALL_FORMAT_TAGS if tags else templates.CALL_FORMAT_JSON
+
+    def _render_native(self, messages: list, tools: Optional[list],
+                       enable_thinking: Optional[bool]) -> list[int]:
         prefill = _prefill_of(messages)
         kwargs: dict[str, Any] = {"add_generation_prompt": prefill is None, "tokenize": True}
         if prefill is not None:
@@ -133,6 +180,7 @@ def load_model(name: str, context_length: Optional[int] = None,
     if getattr(tokenizer, "has_thinking", False):
         lm.think = (tokenizer.think_start, tokenizer.think_end)
     lm.info = describe(lm, name)
+    lm.info["template"] = lm.dialect()  # how roles and tools are rendered (templates.py)
     return lm
 
 
@@ -157,7 +205,27 @@ def describe(lm: LoadedModel, name: str) -> dict:
         "prompt_cache_gb": lm.prompt_cache.max_bytes / GB,
         "demo": local.is_dir() and (local / DEMO_MARKER).is_file(),
         "load_seconds": round(lm.load_seconds, 3),
+        **_runtime(lm),
     }
+
+
+def _runtime(lm: LoadedModel) -> dict:
+    """Engine, device, BLAS, weight dtype and quantization: the startup line and /health show them."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from .gguf.blas import describe_blas
+
+    device = "gpu" if mx.metal.is_available() else "cpu"
+    floats = (v.dtype for _k, v in tree_flatten(lm.model.parameters())
+              if mx.issubdtype(v.dtype, mx.floating))
+    q = lm.config.get("quantization") or lm.config.get("quantization_config")
+    quant = (f"{q.get('bits')}-bit (group {q.get('group_size')})"
+             if isinstance(q, dict) and q.get("bits") else None)
+    dtype = next(floats, None)
+    return {"engine": "mlx", "device": device, "blas": describe_blas(device),
+            "dtype": str(dtype).removeprefix("mlx.core.") if dtype is not None else None,
+            "quantization": quant}
 
 
 def _text_config(config: dict) -> dict:

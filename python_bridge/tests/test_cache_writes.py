@@ -98,7 +98,8 @@ def test_the_cheap_text_path_agrees_with_tokenizing_the_prefix(tok):
     from pensieve_bridge.generation import GenerateParams, cache_breakpoint
     from pensieve_bridge.prompt_cache import common_prefix
 
-    lm = SimpleNamespace(tokenizer=tok, _template_uses=lambda name: False)
+    lm = SimpleNamespace(tokenizer=tok, _template_uses=lambda name: False,
+                         adapt=lambda messages, tools: (messages, tools))
     msgs = convo("g") + [{"role": "assistant", "content": "Here they are."},
                          {"role": "user", "content": "and the tests? ünïcødé 🙂 too"}]
     ids = _as_ids(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True))

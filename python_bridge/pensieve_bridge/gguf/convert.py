@@ -288,6 +288,31 @@ def _minimal_config(fields: dict[str, Any], arch: str, vocab: GGUFVocab) -> dict
     return config
 
 
+# Bumped when the tokenizer files change (2: fallback chat templates); older caches are refreshed.
+TOKENIZER_FORMAT = 2
+
+
+def _refresh_tokenizer(gguf_path: Path, cached: Path) -> None:
+    """Rewrites a cached conversion's tokenizer and configs if an older converter wrote them."""
+    meta_path = cached / "pensieve_source.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        meta = {}
+    if meta.get("tokenizer_format", 1) >= TOKENIZER_FORMAT:
+        return
+    import gguf
+    fields = read_fields(gguf.GGUFReader(str(gguf_path)))
+    vocab = GGUFVocab(fields)
+    config = json.loads((cached / "config.json").read_text())
+    if ids := vocab.eos_ids():
+        config["eos_token_id"] = ids if len(ids) > 1 else ids[0]
+    log(f"refreshing the tokenizer files of {cached.name}")
+    write_tokenizer(vocab, cached)
+    _write_configs(cached, config, fields, vocab)
+    meta_path.write_text(json.dumps({**meta, "tokenizer_format": TOKENIZER_FORMAT}, indent=2))
+
+
 def write_tokenizer_dir(gguf_path: Path, out: Path) -> dict:
     """Tokenizer files, config.json and generation_config.json only: no tensor is read.
 
@@ -346,6 +371,7 @@ def convert(gguf_path: Path, out_root: Optional[Path] = None, dtype: Optional[st
     final = out_root / cache_dir_name(sha, name or gguf_path.stem, dtype, quantize, tokenizer_only)
     if cached := find_cached(out_root, final.name):
         log(f"using cached conversion {cached}")
+        _refresh_tokenizer(gguf_path, cached)
         return cached
     work = out_root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
@@ -364,7 +390,7 @@ def convert(gguf_path: Path, out_root: Optional[Path] = None, dtype: Optional[st
             {"gguf": str(gguf_path.resolve()), "sha256": sha,
              "dtype": None if tokenizer_only else dtype,
              "quantize": None if tokenizer_only else quantize,
-             "tokenizer_only": tokenizer_only}, indent=2))
+             "tokenizer_only": tokenizer_only, "tokenizer_format": TOKENIZER_FORMAT}, indent=2))
         try:
             os.rename(base, final)  # atomic publish
         except OSError:

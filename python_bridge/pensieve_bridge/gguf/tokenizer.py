@@ -17,6 +17,7 @@ from typing import Any, Optional
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models
 from tokenizers import normalizers, pre_tokenizers, processors
 
+from .fallback_templates import fallback_template
 from .progress import log
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -60,6 +61,13 @@ class GGUFVocab:
         self.add_eos = bool(fields.get("tokenizer.ggml.add_eos_token", False))
         self.add_space_prefix = bool(fields.get("tokenizer.ggml.add_space_prefix", True))
         self.chat_template = fields.get("tokenizer.chat_template")
+        self.template_source = "gguf" if self.chat_template else None
+        if not self.chat_template and (fb := fallback_template(self.tokens)):
+            # No template in the file: the family's own, by its turn tokens (fallback_templates.py).
+            self.template_source, self.chat_template, end = fb
+            log(f"no chat template in the GGUF; using the {self.template_source} template its vocabulary implies")
+            if self.eot is None:
+                self.eot = self.tokens.index(end)
 
     def token(self, idx: Optional[int]) -> Optional[str]:
         return self.tokens[idx] if idx is not None and 0 <= idx < len(self.tokens) else None
