@@ -26,7 +26,9 @@ def tool_model(tmp_path_factory):
 def tworker(tool_model):
     from conftest import WorkerProc
 
-    w = WorkerProc()
+    # The fixture emits its whole call as one added token, which a call grammar never admits:
+    # these tests cover the unconstrained forced path (test_constrain.py covers the grammar).
+    w = WorkerProc(env={"PENSIEVE_CONSTRAIN": "0"})
     assert w.recv()["type"] == "hello"
     assert w.request("load", model=str(tool_model))["type"] == "loaded"
     yield w

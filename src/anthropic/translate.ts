@@ -271,7 +271,9 @@ export function translateTools(tools: readonly ToolParamT[] | undefined): ToolSp
     if (!tool.input_schema) continue;
     const fn: ToolSpec["function"] = { name: tool.name, parameters: tool.input_schema };
     if (tool.description !== undefined) fn.description = tool.description;
-    specs.push({ type: "function", function: fn });
+    const spec: ToolSpec = { type: "function", function: fn };
+    if ((tool as { strict?: unknown }).strict === true) spec.strict = true;
+    specs.push(spec);
   }
   return specs.length ? specs : undefined;
 }

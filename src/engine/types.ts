@@ -24,6 +24,8 @@ export interface ChatMessage {
 export interface ToolSpec {
   type: "function";
   function: { name: string; description?: string; parameters: Record<string, unknown> };
+  /** The client asked for calls that always match `parameters` (engines may enforce it by grammar). */
+  strict?: boolean;
 }
 
 /** Which tools the model may or must call: any, none, at least one, or the named one. */

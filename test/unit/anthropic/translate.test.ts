@@ -166,7 +166,7 @@ describe("messages", () => {
 });
 
 describe("tools, thinking, sampling", () => {
-  test("tools -> function specs; extra fields dropped; schema-less server tools skipped", () => {
+  test("tools -> function specs; strict kept (the worker enforces it by grammar); other extra fields dropped; schema-less server tools skipped", () => {
     expect(
       translateTools([
         { name: "Bash", description: "run", input_schema: { type: "object", properties: {} }, strict: true } as never,
@@ -174,7 +174,7 @@ describe("tools, thinking, sampling", () => {
         { type: "web_search_20250305", name: "web_search" } as never,
       ]),
     ).toEqual([
-      { type: "function", function: { name: "Bash", description: "run", parameters: { type: "object", properties: {} } } },
+      { type: "function", function: { name: "Bash", description: "run", parameters: { type: "object", properties: {} } }, strict: true },
       { type: "function", function: { name: "Later", parameters: { type: "object" } } },
     ]);
     expect(translateTools([])).toBeUndefined();
