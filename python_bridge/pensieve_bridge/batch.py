@@ -14,11 +14,14 @@ from typing import Any, Optional
 
 from . import memory
 from .coalesce import Coalescer
+from .constrain import constraint_for, processors, unforced
 from .errors import prompt_too_long
 from .generation import (GenerateParams, Host, TextOutput, cache_breakpoint, created_tokens,
                          parse_params, plan_output, prompt_cache_for, render)
 from .model import LoadedModel
+from .loops import LoopGuard
 from .prompt_cache import cache_length
+from .sampling import logits_processors
 
 DEFAULT_MAX_BATCH = 4
 
@@ -48,6 +51,7 @@ class Request:
     last_progress: int = -1
     resumed: bool = False  # began solo (solo.py) and continues here: its prefill is done
     breakpoint: int = 0  # prompt tokens up to the last cache breakpoint (cache_breakpoint)
+    loop: Optional[LoopGuard] = None
 
 
 class Batch:
@@ -86,24 +90,29 @@ class Batch:
         from mlx_lm.sample_utils import make_sampler
 
         lm, gid = self.lm, msg["id"]
-        p = parse_params(msg)
-        ids, splitter = plan_output(lm, p, render(lm, p.messages, p.tools, p.enable_thinking))
+        p = parse_params(msg, lm.sampling)
+        ids = render(lm, p.messages, p.tools, p.enable_thinking)
+        # A forced call is decoded under its grammar (constrain.py): no call start injected.
+        constraint = constraint_for(lm, p, ids, host.log)
+        ids, splitter = plan_output(lm, unforced(p) if constraint else p, ids)
         n_prompt, ctx = len(ids), lm.context_length
         if n_prompt >= ctx:
             raise prompt_too_long(n_prompt, ctx)
-        max_tokens = min(p.max_tokens, ctx - n_prompt)
+        max_tokens = min(p.max_tokens, ctx - n_prompt, lm.max_output_tokens)
         breakpoint = cache_breakpoint(lm, p, ids)
         cache, cached = prompt_cache_for(lm, ids)
         sampler = make_sampler(temp=p.temperature, top_p=p.top_p, top_k=p.top_k)
         (uid,) = self.gen.insert([ids[cached:]], max_tokens=[max_tokens],
                                  caches=[cache] if cache is not None else None,
                                  all_tokens=[ids[:cached]], samplers=[sampler],
+                                 logits_processors=[logits_processors(p.repetition_penalty)
+                                                    + processors(constraint, len(ids))],
                                  stop_sequences=[self.stops])
         req = Request(gid, uid, p, n_prompt, cached,
                       TextOutput(gid, p.stop, splitter, bool(p.enable_thinking),
                                  p.parallel_tool_calls),
                       lm.tokenizer.detokenizer, Coalescer(gid, lm.delta_window_s),
-                      breakpoint=breakpoint)
+                      breakpoint=breakpoint, loop=LoopGuard(lm.loop_span))
         self.by_uid[uid] = req
         host.send({"type": "started", "id": gid, "prompt_tokens": n_prompt, "cached_tokens": cached})
         self._progress(host, req, cached)
@@ -123,10 +132,15 @@ class Batch:
         # Last: nothing is left in the generator if anything before fails.
         (uid,) = self.gen.insert([tokens[-1:]], max_tokens=[solo.max_tokens - solo.completion],
                                  caches=[solo.cache], all_tokens=[tokens[:-1]],
-                                 samplers=[sampler], stop_sequences=[self.stops])
+                                 samplers=[sampler],
+                                 # The solo's constraint goes on where it stopped.
+                                 logits_processors=[logits_processors(p.repetition_penalty)
+                                                    + processors(getattr(solo, "constraint", None),
+                                                                 len(solo.ids))],
+                                 stop_sequences=[self.stops])
         self.by_uid[uid] = Request(solo.id, uid, p, solo.n_prompt, solo.cached, solo.output,
                                    detok, solo.coal, t0=solo.t0, completion=solo.completion,
-                                   resumed=True, breakpoint=solo.breakpoint)
+                                   resumed=True, breakpoint=solo.breakpoint, loop=solo.loop)
 
     # -- stepping -----------------------------------------------------------------
 
@@ -164,9 +178,14 @@ class Batch:
                 continue
             req.coal.push(host.send, req.output.feed(text), now)
             if req.output.stop_now:
-                stop_now.append(req)
-        for req in stop_now:
-            finish = "stop_sequence" if req.output.matched is not None else "tool_calls"
+                stop_now.append((req, "stop_sequence" if req.output.matched is not None
+                                 else "tool_calls"))
+            elif req.loop is not None and req.loop.push(r.token):
+                # Repeating itself: stopped, and reported as max_tokens (loops.py).
+                host.log(f"[worker] generate id={req.gid} repeats a {req.loop.period}-token "
+                         f"pattern for {req.loop.span} tokens; stopped")
+                stop_now.append((req, "length"))
+        for req, finish in stop_now:
             self._remove(host, req, finish)
         for req in self.by_uid.values():
             req.coal.tick(host.send, now)

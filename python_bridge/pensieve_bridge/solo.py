@@ -14,10 +14,13 @@ from typing import Any
 
 from . import faults
 from .coalesce import Coalescer
+from .constrain import constraint_for, processors, unforced
 from .errors import prompt_too_long
 from .generation import (Host, TextOutput, cache_breakpoint, created_tokens, parse_params,
                          plan_output, prompt_cache_for, render)
+from .loops import LoopGuard
 from .model import LoadedModel
+from .sampling import logits_processors
 from .prompt_cache import cache_length
 
 
@@ -41,13 +44,18 @@ class Solo:
         self.host, self.lm = host, lm
         self.id = gid = msg["id"]
         self.cancelled = False
-        p = parse_params(msg)
+        p = parse_params(msg, lm.sampling)
         self.params, self.seeded = p, p.seed is not None
-        ids, splitter = plan_output(lm, p, render(lm, p.messages, p.tools, p.enable_thinking))
+        ids = render(lm, p.messages, p.tools, p.enable_thinking)
+        # A forced call is decoded under its grammar (constrain.py): no call start injected.
+        self.constraint = constraint_for(lm, p, ids, host.log)
+        ids, splitter = plan_output(lm, unforced(p) if self.constraint else p, ids)
         n_prompt, ctx = len(ids), lm.context_length
         if n_prompt >= ctx:
             raise prompt_too_long(n_prompt, ctx)
-        self.max_tokens = max_tokens = min(p.max_tokens, ctx - n_prompt)  # clamp, never refuse
+        # Clamped, never refused: to the context left and to the output cap.
+        self.max_tokens = max_tokens = min(p.max_tokens, ctx - n_prompt, lm.max_output_tokens)
+        self.loop = LoopGuard(lm.loop_span)
         self.breakpoint = cache_breakpoint(lm, p, ids)
         cache, cached = prompt_cache_for(lm, ids)
         if cache is None:
@@ -68,6 +76,8 @@ class Solo:
         # wires the model's memory for the generation; the CPU build skips that.
         self.stream = stream_generate(lm.model, lm.tokenizer, mx.array(ids[cached:]),
                                       max_tokens=max_tokens, sampler=sampler,
+                                      logits_processors=logits_processors(p.repetition_penalty)
+                                      + processors(self.constraint, len(ids) - cached),
                                       prompt_progress_callback=self._on_progress,
                                       prefill_step_size=lm.prefill_step_size,
                                       prompt_cache=cache)
@@ -105,6 +115,7 @@ class Solo:
             return self._end(None)
         self.completion, self.tps = resp.generation_tokens, resp.generation_tps
         self.generated.append(int(resp.token))
+        looping = self.loop.push(resp.token)
         if self.completion == 1:
             faults.after_first_token()
         out, send, now = self.output, self.host.send, time.perf_counter()
@@ -114,6 +125,11 @@ class Solo:
         self.coal.push(send, out.feed(resp.text), now)
         if out.stop_now:
             return self._end("stop_sequence" if out.matched is not None else "tool_calls")
+        if looping:  # a model repeating itself would run to max_tokens: stop it, as max_tokens
+            self.host.log(f"[worker] generate id={self.id} repeats a {self.loop.period}-token "
+                          f"pattern for {self.loop.span} tokens; stopped")
+            self.coal.push(send, out.finish(), now)
+            return self._end("length")
         return False
 
     def hand_off(self) -> bool:
