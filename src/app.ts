@@ -2,19 +2,23 @@
  * createApp: composes the whole HTTP layer around an engine and a memory monitor.
  * It never listens; src/main.ts (or a test via app.handle) does.
  */
-import { Elysia } from "elysia";
+import { Elysia, sse } from "elysia";
 import { type AliasRule, parseAliases } from "./anthropic/aliases";
 import { mapError, newRequestId } from "./anthropic/errors";
+import { ADMISSION_HINT, messagesKvDemand } from "./anthropic/estimate";
+import { ANTHROPIC_REQUEST_HEADERS } from "./anthropic/headers";
 import { anthropicRoutes, type StreamTiming } from "./anthropic/routes";
+import { errorEvent } from "./anthropic/stream";
 import { docsPlugin } from "./docs/plugin";
 import type { InferenceEngine } from "./engine/types";
 import { auth, tokenCheck } from "./http/auth";
 import { bodyLimit, DEFAULT_MAX_BODY_BYTES } from "./http/body-limit";
 import { healthRoutes } from "./http/health";
 import { cors, hostCheck } from "./http/host";
-import { requestId, requestIdOf } from "./http/request-id";
+import { memoryGuard } from "./http/memory-guard";
+import { requestScope } from "./http/request-scope";
+import { GuardState } from "./lifecycle/guard-state";
 import type { Logger } from "./log";
-import { memoryGuard } from "./memory/plugin";
 import type { MemoryMonitor } from "./memory/types";
 
 /** Server settings createApp needs (cli/serve.ts maps the CLI's ServeConfig onto them). */
@@ -40,6 +44,8 @@ export interface AppConfig {
 export interface AppDeps {
   engine: InferenceEngine;
   memory: MemoryMonitor;
+  /** Accepting flag, drain state and in-flight registry, shared with both shutdowns (default: a new one). */
+  state?: GuardState;
   config: AppConfig;
   /** Milliseconds since the epoch; injectable for tests. */
   clock?: () => number;
@@ -62,13 +68,17 @@ export function createApp(deps: AppDeps) {
   const aliases = typeof config.aliases === "string" ? parseAliases(config.aliases) : config.aliases;
 
   const authorized = tokenCheck(config.token);
+  const state = deps.state ?? new GuardState();
+  // One request scope (id, in-flight entry) that every plugin reading it .use()s.
+  const scope = requestScope(newRequestId);
 
   // Elysia's router takes the path from the first "/" at index 11 or later by default, which
   // misreads hosts under 4 characters; 7 is just past "http://". The guards check it strictly.
   const app = new Elysia({ name: "pensieve.app", handler: { standardHostname: false } })
     // One onError for everything: Anthropic's body, the request id, retry headers.
-    .onError({ as: "global" }, ({ error, set, request }) => {
-      const id = requestIdOf(set) ?? newRequestId();
+    .use(scope)
+    .onError({ as: "global" }, ({ error, set, request, requestId }) => {
+      const id = requestId || newRequestId();
       const mapped = mapError(error, id);
       // Overload and memory refusals are the server working as designed, not failures.
       if (mapped.status === 503 || mapped.status === 529) logger?.info("request refused", { requestId: id, status: mapped.status });
@@ -81,20 +91,24 @@ export function createApp(deps: AppDeps) {
       Object.assign(set.headers, mapped.headers);
       return request.method === "HEAD" ? "" : mapped.body;
     })
-    .use(requestId())
     .use(
       deps.gate === false
         ? new Elysia({ name: "pensieve.memory" })
         : memoryGuard({
             monitor: deps.memory,
+            state,
+            scope,
             model: () => engine.model(),
+            estimate: messagesKvDemand,
+            admissionHint: ADMISSION_HINT,
+            streamError: (reason, id) => sse(errorEvent("overloaded_error", reason, id)),
             ...(logger ? { log: logger } : {}),
             ...(deps.onEmergency ? { onEmergency: deps.onEmergency } : {}),
           }),
     )
     // Host and target first: every later guard and the router read the same parsed target.
     .use(hostCheck(config.allowedHosts))
-    .use(cors(config.corsOrigins ?? []))
+    .use(cors(config.corsOrigins ?? [], ANTHROPIC_REQUEST_HEADERS))
     .use(auth(config.token))
     .use(bodyLimit(config.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES));
 
@@ -117,6 +131,7 @@ export function createApp(deps: AppDeps) {
         clock,
         startedAt,
         memory: deps.memory,
+        state,
         showDetails: (request) => authorized(request.headers),
         ...(deps.memoryInfo ? { memoryInfo: deps.memoryInfo } : {}),
       }),
@@ -126,6 +141,7 @@ export function createApp(deps: AppDeps) {
         engine,
         aliases,
         clock,
+        scope,
         ...(logger ? { logger } : {}),
         ...(config.stream ? { stream: config.stream } : {}),
         ...(config.repeatToolLimit !== undefined ? { repeatToolLimit: config.repeatToolLimit } : {}),

@@ -176,6 +176,11 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
   return cfg;
 }
 
+/** Every serve option at its default, as if nothing were given (tests build engines from it). */
+export function serveDefaults(): ServeConfig {
+  return parseServeArgs([], {});
+}
+
 /** True for addresses only this machine can reach: 127.0.0.0/8, ::1 and localhost. */
 export function isLoopbackHost(host: string): boolean {
   let h = host.trim().toLowerCase();

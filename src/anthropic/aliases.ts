@@ -3,7 +3,9 @@
  * model. Responses echo the requested name, so clients never notice.
  */
 
-/** One rule: `pattern` is an exact name or a glob (`*` any run, `?` one character). */
+import { isGlob, patternMatches } from "../engine/patterns";
+
+/** One rule: `pattern` as src/engine/patterns.ts reads it (a bare name matches names containing it). */
 export interface AliasRule {
   pattern: string;
   /** The served model's id; "default" (or empty) means whatever model the engine serves. */
@@ -35,32 +37,18 @@ export function parseAliases(spec: string): AliasRule[] {
   return rules;
 }
 
-const isGlob = (p: string) => p.includes("*") || p.includes("?");
-
-const globCache = new Map<string, RegExp>();
-function globToRegExp(glob: string): RegExp {
-  let re = globCache.get(glob);
-  if (!re) {
-    const body = glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*").replaceAll("?", ".");
-    re = new RegExp(`^${body}$`, "i");
-    globCache.set(glob, re);
-  }
-  return re;
-}
-
 /**
- * Resolves a requested model name to the served target. Exact names win over globs;
- * globs are tried in order; anything unmatched maps to the served model.
+ * Resolves a requested model name to the served target. Bare names win over globs, each
+ * kind tried in order; anything unmatched maps to the served model.
  */
 export function resolveModel(requested: string, rules: readonly AliasRule[], served: string): string {
   const pick = (target: string) => (target === DEFAULT_TARGET || target === "" ? served : target);
-  const lower = requested.toLowerCase();
-  for (const r of rules) if (!isGlob(r.pattern) && r.pattern.toLowerCase() === lower) return pick(r.target);
-  for (const r of rules) if (isGlob(r.pattern) && globToRegExp(r.pattern).test(requested)) return pick(r.target);
+  for (const r of rules) if (!isGlob(r.pattern) && patternMatches(r.pattern, requested)) return pick(r.target);
+  for (const r of rules) if (isGlob(r.pattern) && patternMatches(r.pattern, requested)) return pick(r.target);
   return served;
 }
 
-/** Names worth listing in /v1/models: the served id, the claude id, and exact (non-glob) aliases. */
+/** Names worth listing in /v1/models: the served id, the claude id, and bare (non-glob) aliases. */
 export function listedModelIds(rules: readonly AliasRule[], served: string): string[] {
   const ids = [served, CLAUDE_MODEL_ID];
   for (const r of rules) if (!isGlob(r.pattern)) ids.push(r.pattern);

@@ -1,6 +1,6 @@
 /**
- * HTTP errors in Anthropic's shape, and the one mapping from every typed error
- * (engine, validation, auth, ...) to a status, body and headers.
+ * Anthropic's error shape, and the one mapping from every typed error (HTTP, engine,
+ * validation, ...) to a status, body and headers.
  */
 import { NotFoundError, ParseError, ValidationError } from "elysia";
 import {
@@ -12,7 +12,20 @@ import {
   PromptTooLongError,
   WorkerCrashedError,
 } from "../engine/errors";
-import { clampRetryAfter } from "../engine/retry";
+import { HttpError, type HttpErrorKind, retryHeaders } from "../http/errors";
+
+// The HTTP error family lives in src/http; re-exported so API code has one import.
+export {
+  AuthenticationError,
+  HttpError,
+  type HttpErrorKind,
+  InvalidRequestError,
+  NotFoundApiError,
+  OverloadedError,
+  PermissionError,
+  RequestTooLargeError,
+  ServiceUnavailableError,
+} from "../http/errors";
 
 export type AnthropicErrorType =
   | "invalid_request_error"
@@ -39,71 +52,18 @@ export interface MappedError {
   headers: Record<string, string>;
 }
 
-/** An error that already knows its HTTP status and Anthropic error type. */
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly errorType: AnthropicErrorType,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-    this.name = new.target.name;
-  }
-}
-
-/** 400 `invalid_request_error`. */
-export class InvalidRequestError extends HttpError {
-  constructor(message: string) {
-    super(400, "invalid_request_error", message);
-  }
-}
-
-/** 401 `authentication_error`: a missing or wrong token. */
-export class AuthenticationError extends HttpError {
-  constructor(message = "invalid x-api-key") {
-    super(401, "authentication_error", message);
-  }
-}
-
-/** 403 `permission_error` (e.g. a Host header that is not allowed). */
-export class PermissionError extends HttpError {
-  constructor(message: string) {
-    super(403, "permission_error", message);
-  }
-}
-
-/** 404 `not_found_error`. */
-export class NotFoundApiError extends HttpError {
-  constructor(message = "Not found") {
-    super(404, "not_found_error", message);
-  }
-}
-
-/** 413 `request_too_large`, with the limit in the message. */
-export class RequestTooLargeError extends HttpError {
-  constructor(maxBytes: number) {
-    super(413, "request_too_large", `Request exceeds the maximum allowed number of bytes (${maxBytes}).`);
-  }
-}
-
-function retryHeaders(seconds: number): Record<string, string> {
-  return { "retry-after": String(clampRetryAfter(seconds)), "x-should-retry": "true" };
-}
-
-/** 529: too much queued work. Carries retry-after and x-should-retry so clients back off. */
-export class OverloadedError extends HttpError {
-  constructor(message = "Overloaded", retryAfterSeconds = 5) {
-    super(529, "overloaded_error", message, retryHeaders(retryAfterSeconds));
-  }
-}
-
-/** 503 `overloaded_error`: the memory gate's refusal (or shutdown). Same retry headers as 529. */
-export class ServiceUnavailableError extends HttpError {
-  constructor(message: string, retryAfterSeconds = 10) {
-    super(503, "overloaded_error", message, retryHeaders(retryAfterSeconds));
-  }
-}
+/** The one place an HTTP error kind gets its Anthropic error type. */
+export const ANTHROPIC_ERROR_TYPE: Record<HttpErrorKind, AnthropicErrorType> = {
+  invalid_request: "invalid_request_error",
+  authentication: "authentication_error",
+  permission: "permission_error",
+  not_found: "not_found_error",
+  too_large: "request_too_large",
+  rate_limited: "rate_limit_error",
+  timeout: "timeout_error",
+  internal: "api_error",
+  overloaded: "overloaded_error",
+};
 
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -145,7 +105,7 @@ export function mapError(err: unknown, requestId: string | null): MappedError {
     headers,
   });
 
-  if (err instanceof HttpError) return build(err.status, err.errorType, err.message, err.headers);
+  if (err instanceof HttpError) return build(err.status, ANTHROPIC_ERROR_TYPE[err.kind], err.message, err.headers);
   if (err instanceof ValidationError) return build(400, "invalid_request_error", validationMessage(err));
   if (err instanceof ParseError) return build(400, "invalid_request_error", "Invalid request body: malformed JSON");
   if (err instanceof NotFoundError) return build(404, "not_found_error", "Not found");

@@ -4,9 +4,8 @@
  */
 import { Elysia, sse } from "elysia";
 import type { EngineEvent, GenerateRequest, InferenceEngine } from "../engine/types";
-import { requestIdOf } from "../http/request-id";
+import { type RequestScope, requestScope } from "../http/request-scope";
 import type { Logger } from "../log";
-import { emergencySignalOf } from "../memory/plugin";
 import { aggregate } from "./aggregate";
 import { type AliasRule, CLAUDE_MODEL_ID, listedModelIds, resolveModel } from "./aliases";
 import { mapError, newId, newRequestId, ServiceUnavailableError } from "./errors";
@@ -34,6 +33,8 @@ export interface AnthropicRoutesDeps {
   stream?: StreamTiming;
   /** Identical consecutive tool-call turns answered with a text turn instead (0: off; default 3). */
   repeatToolLimit?: number;
+  /** The app's request scope (request id, in-flight entry); default a scope of its own. */
+  scope?: RequestScope;
 }
 
 const TICK = Symbol("tick");
@@ -51,9 +52,9 @@ function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TICK> {
   return Promise.race([p, tick]).finally(() => clearTimeout(timer));
 }
 
-// Aborts `ac` when the client leaves or the emergency shutdown ends open work; returns the unlink.
-function linkAbort(ac: AbortController, request: Request): () => void {
-  const signals = [request.signal, emergencySignalOf(request)].filter((s): s is AbortSignal => !!s);
+// Aborts `ac` when the client leaves or a shutdown ends open work (`shutdown`); returns the unlink.
+function linkAbort(ac: AbortController, request: Request, shutdown: AbortSignal | undefined): () => void {
+  const signals = [request.signal, shutdown].filter((s): s is AbortSignal => !!s);
   const abort = () => ac.abort();
   for (const s of signals) {
     if (s.aborted) ac.abort();
@@ -93,12 +94,12 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
   }
 
   /** Streams one generation. Errors before the first yield propagate (JSON status); after, `event: error`. */
-  async function* streamMessage(body: MessagesRequestT, req: GenerateRequest, request: Request) {
+  async function* streamMessage(body: MessagesRequestT, req: GenerateRequest, request: Request, shutdown: AbortSignal | undefined) {
     const started = clock();
     const conv = new StreamConverter({ messageId: newId("msg_"), model: body.model, omitThinking: thinkingOmitted(body), requestId: req.requestId });
     const ac = new AbortController();
     // Elysia only closes our generator at its next yield; the signal reaches the engine at once.
-    const unlink = linkAbort(ac, request);
+    const unlink = linkAbort(ac, request, shutdown);
     const it = generate(req, ac.signal)[Symbol.asyncIterator]();
     let pending: Promise<IteratorResult<EngineEvent>> | null = null;
     let outcome = "incomplete";
@@ -150,10 +151,10 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
     }
   }
 
-  async function jsonMessage(body: MessagesRequestT, req: GenerateRequest, request: Request) {
+  async function jsonMessage(body: MessagesRequestT, req: GenerateRequest, request: Request, shutdown: AbortSignal | undefined) {
     const started = clock();
     const ac = new AbortController();
-    const unlink = linkAbort(ac, request);
+    const unlink = linkAbort(ac, request, shutdown);
     let finished = false;
     try {
       const message = await aggregate(generate(req, ac.signal), {
@@ -185,16 +186,17 @@ export function anthropicRoutes(deps: AnthropicRoutesDeps) {
   };
 
   return new Elysia({ name: "pensieve.anthropic" })
+    .use(deps.scope ?? requestScope(newRequestId))
     .model(anthropicModels)
     .post(
       "/v1/messages",
-      async function* ({ body, request, set }) {
-        const requestId = requestIdOf(set) ?? newRequestId();
+      async function* ({ body, request, set, requestId, work }) {
         const req = toGenerateRequest(body, { ...translateOptions(body.model), requestId });
-        if (!body.stream) return await jsonMessage(body, req, request);
+        const shutdown = work?.controller.signal;
+        if (!body.stream) return await jsonMessage(body, req, request, shutdown);
         // Anthropic's content type; Elysia would otherwise send plain text/event-stream.
         set.headers["content-type"] = "text/event-stream; charset=utf-8";
-        yield* streamMessage(body, req, request);
+        yield* streamMessage(body, req, request, shutdown);
       },
       {
         body: "MessagesRequest",

@@ -13,7 +13,6 @@ const FINISH_REASONS: ReadonlySet<string> = new Set(["stop", "length", "stop_seq
 
 export class GenerationJob {
   state: JobState = "queued";
-  readonly enqueuedAt = performance.now();
   startedAt = 0;
   /** The worker running it and the command id there, once dispatched. */
   worker: WorkerProcess | null = null;
@@ -30,11 +29,6 @@ export class GenerationJob {
   private wake: (() => void) | null = null;
 
   constructor(readonly req: GenerateRequest) {}
-
-  /** True once done, error or failure has been seen; no more events will come. */
-  get isEnded(): boolean {
-    return this.ended;
-  }
 
   deliver(event: EngineEvent): void {
     if (this.ended) return;

@@ -16,6 +16,11 @@ export interface LineDecoderOptions {
   maxLineLength?: number;
   /** Called once per over-long line; that line is then dropped up to its newline. */
   onOverflow?: (overflow: LineOverflow) => void;
+  /**
+   * "lf" (default): lines end at LF, a CR before it is stripped, a lone CR is kept.
+   * "any": CRLF, LF and a lone CR each end a line (Server-Sent Events).
+   */
+  lineEnds?: "lf" | "any";
 }
 
 export const DEFAULT_MAX_LINE_LENGTH = 8 * 1024 * 1024;
@@ -30,7 +35,10 @@ export class LineDecoder {
   private readonly decoder = new TextDecoder("utf-8");
   private readonly maxLineLength: number;
   private readonly onOverflow?: (overflow: LineOverflow) => void;
+  private readonly anyEnd: boolean;
   private pending = "";
+  /** "any" mode: the last chunk ended in CR, so an LF opening the next one ends nothing. */
+  private afterCr = false;
   /** True while dropping the rest of an over-long line. */
   private skipping = false;
 
@@ -40,6 +48,7 @@ export class LineDecoder {
   ) {
     this.maxLineLength = options.maxLineLength ?? DEFAULT_MAX_LINE_LENGTH;
     this.onOverflow = options.onOverflow;
+    this.anyEnd = options.lineEnds === "any";
   }
 
   /** Feeds one chunk; calls `onLine` for every line it completes. */
@@ -54,15 +63,37 @@ export class LineDecoder {
     if (!this.skipping && this.pending.length > 0) this.onLine(stripCr(this.pending));
     this.pending = "";
     this.skipping = false;
+    this.afterCr = false;
+  }
+
+  /** Index of the next line end at or after `from`, and the index after it; null when none. */
+  private nextEnd(text: string, from: number): [number, number] | null {
+    if (!this.anyEnd) {
+      const nl = text.indexOf("\n", from);
+      return nl === -1 ? null : [nl, nl + 1];
+    }
+    for (let i = from; i < text.length; i++) {
+      const ch = text.charCodeAt(i);
+      if (ch === 10) return [i, i + 1];
+      if (ch !== 13) continue;
+      if (i + 1 < text.length) return [i, text.charCodeAt(i + 1) === 10 ? i + 2 : i + 1];
+      this.afterCr = true; // a CR ending the chunk: its LF, if any, opens the next one
+      return [i, i + 1];
+    }
+    return null;
   }
 
   private consume(text: string): void {
     let start = 0;
+    if (this.afterCr && text.length) {
+      this.afterCr = false;
+      if (text.startsWith("\n")) start = 1;
+    }
     for (;;) {
-      const nl = text.indexOf("\n", start);
-      if (nl === -1) break;
-      const piece = text.slice(start, nl);
-      start = nl + 1;
+      const end = this.nextEnd(text, start);
+      if (end === null) break;
+      const piece = text.slice(start, end[0]);
+      start = end[1];
       if (this.skipping) {
         this.skipping = false;
         this.pending = "";

@@ -1,15 +1,15 @@
-/** Options of MlxEngine and their defaults. */
+/**
+ * Options of MlxEngine. What `pensieve serve` can set is required here and comes from
+ * src/config.ts (engineTuning); DEFAULTS holds only the bridge's internal timings.
+ */
 
-import type { BridgeLogger } from "./protocol";
+import type { ServeConfig } from "../config";
+import type { Logger } from "../log";
 
 export const DEFAULTS = {
-  queueLimit: 32,
-  queueTimeoutMs: 300_000,
-  requestTimeoutMs: 120_000,
   commandTimeoutMs: 30_000,
   loadTimeoutMs: 30 * 60_000,
   restartBackoffMs: 500,
-  stopGraceMs: 5000,
   stderrTailLines: 40,
   statsWaitMs: 200,
   statsIdleWaitMs: 750,
@@ -33,26 +33,26 @@ export interface MlxEngineOptions {
   /** The generated demo model with random weights. */
   isDemo?: boolean;
   /** MLX cache limit passed to `load`. */
-  cacheLimitGb?: number;
-  /** Prompt-prefix cache bounds passed to `load` (worker defaults when unset). */
-  promptCacheEntries?: number;
-  promptCacheGb?: number;
-  /** Most generations batched at once, passed to `load` as max_batch (worker default 4; 1 = one at a time). */
-  maxBatch?: number;
+  cacheLimitGb: number;
+  /** Prompt-prefix cache bounds passed to `load`. */
+  promptCacheEntries: number;
+  promptCacheGb: number;
+  /** Most generations batched at once, passed to `load` as max_batch (1 = one at a time). */
+  maxBatch: number;
   /** Output cap and loop guard passed to `load` (python_bridge/pensieve_bridge/loops.py). */
-  maxOutputTokens?: number;
-  loopGuardTokens?: number;
+  maxOutputTokens: number;
+  loopGuardTokens: number;
   /** Extra environment for the worker. */
   env?: Record<string, string | undefined>;
   /**
-   * Requests allowed to wait behind the running ones (default 32); more get EngineOverloadedError.
+   * Requests allowed to wait behind the running ones; more get EngineOverloadedError.
    * Token counts have a queue of their own with the same bound.
    */
-  queueLimit?: number;
-  /** Longest wait in the queue (generations or token counts) before EngineOverloadedError (default 300 s). */
-  queueTimeoutMs?: number;
-  /** A running generation with no worker event for this long times out and the worker is restarted (default 120 s). */
-  requestTimeoutMs?: number;
+  queueLimit: number;
+  /** Longest wait in the queue (generations or token counts) before EngineOverloadedError. */
+  queueTimeoutMs: number;
+  /** A running generation with no worker event for this long times out and the worker is restarted. */
+  requestTimeoutMs: number;
   /**
    * Timeout of a running count_tokens (the token counter is then restarted; the model worker
    * never is), of stats and of idle clear_cache (default 30 s).
@@ -69,11 +69,42 @@ export interface MlxEngineOptions {
   helloTimeoutMs?: number;
   /** First delay between back-to-back restarts; doubles up to 30 s (default 500 ms). */
   restartBackoffMs?: number;
-  /** How long `stop` waits for `shutdown` before SIGTERM, then SIGKILL (default 5 s each). */
-  stopGraceMs?: number;
+  /** How long `stop` waits for `shutdown` before SIGTERM, then SIGKILL (each). */
+  stopGraceMs: number;
   /** Worker stderr lines kept for the crash's server log entry (default 40); never shown to clients. */
   stderrTailLines?: number;
   /** Copy worker stderr to the server's stderr with a "[worker] " prefix. */
   forwardStderr?: boolean | ((text: string) => void);
-  logger?: BridgeLogger;
+  logger?: Logger;
+}
+
+/** The MlxEngine options a serve configuration sets: the one mapping from src/config.ts. */
+export type EngineTuning = Pick<
+  MlxEngineOptions,
+  | "cacheLimitGb"
+  | "promptCacheEntries"
+  | "promptCacheGb"
+  | "maxBatch"
+  | "maxOutputTokens"
+  | "loopGuardTokens"
+  | "queueLimit"
+  | "queueTimeoutMs"
+  | "requestTimeoutMs"
+  | "stopGraceMs"
+>;
+
+/** The engine settings of a serve configuration (tests pass serveDefaults()). */
+export function engineTuning(cfg: ServeConfig): EngineTuning {
+  return {
+    cacheLimitGb: cfg.cacheLimitGb,
+    promptCacheEntries: cfg.promptCacheEntries,
+    promptCacheGb: cfg.promptCacheGb,
+    maxBatch: cfg.maxBatch,
+    maxOutputTokens: cfg.maxOutputTokens,
+    loopGuardTokens: cfg.loopGuardTokens,
+    queueLimit: cfg.queueLimit,
+    queueTimeoutMs: cfg.queueTimeoutMs,
+    requestTimeoutMs: cfg.requestTimeoutMs,
+    stopGraceMs: cfg.killTimeoutMs,
+  };
 }

@@ -1,7 +1,7 @@
 /** How MlxEngine spawns its two processes: the model worker and the tokenizer-only token counter. */
 
 import { DEFAULTS, type MlxEngineOptions } from "./mlx-engine-options";
-import type { BridgeLogger } from "./protocol";
+import type { Logger } from "../log";
 import { TokenCounter } from "./token-counter";
 import { counterLoadFields } from "./worker-info";
 import { WorkerProcess, type WorkerProcessOptions } from "./worker-process";
@@ -9,7 +9,7 @@ import { WorkerProcess, type WorkerProcessOptions } from "./worker-process";
 export type ProcessRole = "model worker" | "token counter";
 
 /** WorkerProcess options for either role; the counter is the same script with `--counter`. */
-export function processOptions(opts: MlxEngineOptions, log: BridgeLogger, role: ProcessRole): WorkerProcessOptions {
+export function processOptions(opts: MlxEngineOptions, log: Logger, role: ProcessRole): WorkerProcessOptions {
   const counter = role === "token counter";
   return {
     python: opts.python,
@@ -28,12 +28,12 @@ export function processOptions(opts: MlxEngineOptions, log: BridgeLogger, role: 
 }
 
 /** The engine's token counter: bounded like the generation queue, timed out like a command. */
-export function newTokenCounter(opts: MlxEngineOptions, log: BridgeLogger): TokenCounter {
+export function newTokenCounter(opts: MlxEngineOptions, log: Logger): TokenCounter {
   return new TokenCounter({
     spawn: () => WorkerProcess.start(processOptions(opts, log, "token counter")),
     loadFields: () => counterLoadFields(opts),
-    queueLimit: opts.queueLimit ?? DEFAULTS.queueLimit,
-    queueTimeoutMs: opts.queueTimeoutMs ?? DEFAULTS.queueTimeoutMs,
+    queueLimit: opts.queueLimit,
+    queueTimeoutMs: opts.queueTimeoutMs,
     countTimeoutMs: opts.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs,
     loadTimeoutMs: opts.loadTimeoutMs ?? DEFAULTS.loadTimeoutMs,
     restartBackoffMs: opts.restartBackoffMs ?? DEFAULTS.restartBackoffMs,

@@ -4,6 +4,7 @@
  */
 
 import { EngineBadRequestError, EngineError, PromptTooLongError } from "../engine/errors";
+import type { Logger } from "../log";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -72,16 +73,9 @@ export async function readAll(stream: ReadableStream<Uint8Array>, onChunk: (chun
   }
 }
 
-/** Minimal structured logger; the server passes its own. */
-export interface BridgeLogger {
-  debug?(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
-
-/** Logs warnings and errors to stderr; drops info and debug. */
-export const stderrLogger: BridgeLogger = {
+/** Logs warnings and errors to stderr; drops info and debug. Used when the caller passes no logger. */
+export const stderrLogger: Logger = {
+  debug() {},
   info() {},
   warn: (msg, fields) => console.error(`[bridge] ${msg}`, fields ?? ""),
   error: (msg, fields) => console.error(`[bridge] ${msg}`, fields ?? ""),

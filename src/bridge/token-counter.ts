@@ -5,10 +5,11 @@
  */
 
 import { EngineError, EngineOverloadedError, EngineTimeoutError } from "../engine/errors";
-import type { BridgeLogger } from "./protocol";
+import { clampRetryAfter } from "../engine/retry";
+import type { Logger } from "../log";
+import { MAX_BACKOFF_MS } from "./mlx-engine-options";
 import type { WorkerProcess } from "./worker-process";
 
-const MAX_BACKOFF_MS = 30_000;
 
 export interface TokenCounterOptions {
   /** Spawns a counter process and waits for its hello. */
@@ -24,7 +25,7 @@ export interface TokenCounterOptions {
   loadTimeoutMs: number;
   /** First delay between back-to-back failed launches; doubles up to 30 s. */
   restartBackoffMs: number;
-  logger: BridgeLogger;
+  logger: Logger;
 }
 
 interface CountJob {
@@ -179,7 +180,6 @@ export class TokenCounter {
   }
 
   private retryAfter(): number {
-    const secs = Math.ceil(((this.queue.length + 1) * this.avgCountMs) / 1000);
-    return Math.min(60, Math.max(1, secs));
+    return clampRetryAfter(((this.queue.length + 1) * this.avgCountMs) / 1000);
   }
 }

@@ -58,14 +58,18 @@ export function statsOf(reply: WorkerMessage): WorkerStatsView {
 
 /** The `load` command's fields. */
 export function loadFields(o: MlxEngineOptions): Record<string, unknown> {
-  const fields: Record<string, unknown> = { model: o.model, cache_limit_gb: o.cacheLimitGb };
+  // Every tuning value is sent: config.ts is their one source, the worker's own defaults never apply.
+  const fields: Record<string, unknown> = {
+    model: o.model,
+    cache_limit_gb: o.cacheLimitGb,
+    prompt_cache_entries: o.promptCacheEntries,
+    prompt_cache_gb: o.promptCacheGb,
+    max_batch: o.maxBatch,
+    max_output_tokens: o.maxOutputTokens,
+    loop_guard_tokens: o.loopGuardTokens,
+  };
   if (o.engine !== undefined) fields.engine = o.engine;
   if (o.tokenizer !== undefined) fields.tokenizer = o.tokenizer;
-  if (o.promptCacheEntries !== undefined) fields.prompt_cache_entries = o.promptCacheEntries;
-  if (o.maxBatch !== undefined) fields.max_batch = o.maxBatch;
-  if (o.promptCacheGb !== undefined) fields.prompt_cache_gb = o.promptCacheGb;
-  if (o.maxOutputTokens !== undefined) fields.max_output_tokens = o.maxOutputTokens;
-  if (o.loopGuardTokens !== undefined) fields.loop_guard_tokens = o.loopGuardTokens;
   return fields;
 }
 

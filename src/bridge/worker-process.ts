@@ -4,10 +4,10 @@
  */
 
 import type { Subprocess } from "bun";
+import type { Logger } from "../log";
 import { EngineError, EngineTimeoutError, WorkerCrashedError } from "../engine/errors";
 import { LineDecoder } from "./line-decoder";
 import {
-  type BridgeLogger,
   type HelloMessage,
   PROTOCOL_VERSION,
   type WorkerMessage,
@@ -32,7 +32,7 @@ export interface WorkerProcessOptions {
   /** Longest stdout line accepted (default 8 Mi characters). */
   maxLineLength?: number;
   stderr?: StderrTailOptions;
-  logger?: BridgeLogger;
+  logger?: Logger;
   /** What errors and logs call it (default "model worker"). */
   name?: string;
 }
@@ -57,7 +57,7 @@ type Proc = Subprocess<"pipe", "pipe", "pipe">;
 export class WorkerProcess {
   private readonly proc: Proc;
   private readonly tail: StderrTail;
-  private readonly log: BridgeLogger;
+  private readonly log: Logger;
   private readonly name: string;
   private readonly pending = new Map<string, ReplyHandler>();
   private nextId = 1;
@@ -125,11 +125,6 @@ export class WorkerProcess {
   /** False once the worker has exited, been killed or broken protocol. */
   get alive(): boolean {
     return this.failure === null;
-  }
-
-  /** Number of commands still awaiting their last reply. */
-  get inFlight(): number {
-    return this.pending.size;
   }
 
   stderrTail(): string[] {
@@ -271,7 +266,7 @@ export class WorkerProcess {
     }
     const handler = this.pending.get(msg.id);
     if (!handler) {
-      this.log.debug?.("reply for a forgotten command", { id: msg.id, type: msg.type });
+      this.log.debug("reply for a forgotten command", { id: msg.id, type: msg.type });
       return;
     }
     let last = true;

@@ -3,7 +3,8 @@
  * prefill chunks and tokens, so /health reads this cache instead of waiting on it.
  */
 
-import type { BridgeLogger, WorkerMessage } from "./protocol";
+import type { Logger } from "../log";
+import type { WorkerMessage } from "./protocol";
 import { statsOf, type WorkerStatsView } from "./worker-info";
 import type { WorkerProcess } from "./worker-process";
 
@@ -22,7 +23,7 @@ export class WorkerStatsCache {
 
   constructor(
     private readonly requestTimeoutMs: () => number,
-    private readonly log: BridgeLogger,
+    private readonly log: Logger,
   ) {}
 
   /** A new worker: forget the old one's figures; `loaded.memory`, when given, is the first reading. */
@@ -58,7 +59,7 @@ export class WorkerStatsCache {
         this.view = statsOf(reply);
         this.at = performance.now();
       },
-      (err) => this.log.debug?.("stats from worker failed", { error: String(err) }),
+      (err) => this.log.debug("stats from worker failed", { error: String(err) }),
     );
     const tracked = req.finally(() => {
       if (this.inflight === tracked) this.inflight = null;

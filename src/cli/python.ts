@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
+import { sourceRoot } from "../assets/source-root";
 
 /** Where `pensieve setup` puts the bridge's virtual environment. */
 export function setupVenvDir(home: string): string {
@@ -11,13 +12,6 @@ function venvPython(venv: string): string {
   return join(venv, "bin", "python");
 }
 
-/** Source-tree root when running from source; undefined inside the compiled binary. */
-export function sourceRoot(): string | undefined {
-  // In a `bun build --compile` binary, import.meta.dir points into the virtual /$bunfs tree.
-  const dir = import.meta.dir;
-  if (dir.startsWith("/$bunfs") || dir.includes("~BUN")) return undefined;
-  return resolve(dir, "..", "..");
-}
 
 /**
  * Pick the interpreter that runs the bridge: --python, then `pensieve setup`'s venv,

@@ -1,7 +1,7 @@
 import { basename, dirname, join } from "node:path";
 import { createApp } from "../app";
 import { materializeBridge } from "../assets/bridge-files";
-import { MlxEngine } from "../bridge/mlx-engine";
+import { MlxEngine, engineTuning } from "../bridge/mlx-engine";
 import { checkBinding, DEFAULT_TOKEN, type ServeConfig } from "../config";
 import type { InferenceEngine, ModelInfo } from "../engine/types";
 import { withTimeout } from "../lifecycle/emergency";
@@ -10,8 +10,10 @@ import { setupMemorySafety } from "../lifecycle/memory-safety";
 import { createMemoryRelief } from "../lifecycle/relief";
 import { createLogger, type Logger } from "../log";
 import { createMemoryMonitor } from "../memory/monitor";
-import { createUpstreamEngine, splitUpstream, UpstreamKvPoller, withKvPressure } from "../upstream";
+import { KvPressurePoller } from "../memory/kv-pressure";
+import { createUpstreamEngine, splitUpstream, upstreamMetrics } from "../upstream";
 import type { WorkerRuntime } from "../bridge/worker-info";
+import { LLAMA_LIB_DIR_ENV, llamaLibDir } from "../bridge/llama-lib";
 import { blasEnv, openblasHint } from "../models/blas";
 import { type PreparedModel, prepareModel } from "../models/prepare";
 import { resolvePython } from "./python";
@@ -32,6 +34,12 @@ export function requirePython(cfg: Pick<ServeConfig, "python" | "home">): string
   return found.python;
 }
 
+// The llama engine's libraries (npm's @node-llama-cpp/<platform>); the worker explains their absence.
+function llamaEnv(): Record<string, string> {
+  const dir = llamaLibDir();
+  return dir ? { [LLAMA_LIB_DIR_ENV]: dir } : {};
+}
+
 async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<{ engine: MlxEngine; prepared: PreparedModel }> {
   const python = requirePython(cfg);
   const script = await materializeBridge(join(cfg.home, "bridge"));
@@ -46,7 +54,7 @@ async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<{ engine: 
     log: (line) => process.stderr.write(`pensieve: ${line}\n`),
   });
   if (prepared.isDemo) log.info("serving the tiny demo model (random weights)");
-  const blas = prepared.engine === "mlx" ? blasEnv() : {};
+  const blas = prepared.engine === "mlx" ? blasEnv() : llamaEnv();
   const hint = prepared.engine === "mlx" ? openblasHint() : null;
   if (hint) process.stderr.write(`pensieve: OpenBLAS is missing, so MLX runs on the slow reference BLAS; install it with: ${hint}\n`);
   const engine = new MlxEngine({
@@ -58,16 +66,7 @@ async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<{ engine: 
     ...(prepared.modelId ? { modelId: prepared.modelId } : {}),
     isDemo: prepared.isDemo,
     env: blas,
-    cacheLimitGb: cfg.cacheLimitGb,
-    promptCacheEntries: cfg.promptCacheEntries,
-    promptCacheGb: cfg.promptCacheGb,
-    maxBatch: cfg.maxBatch,
-    maxOutputTokens: cfg.maxOutputTokens,
-    loopGuardTokens: cfg.loopGuardTokens,
-    queueLimit: cfg.queueLimit,
-    queueTimeoutMs: cfg.queueTimeoutMs,
-    requestTimeoutMs: cfg.requestTimeoutMs,
-    stopGraceMs: cfg.killTimeoutMs,
+    ...engineTuning(cfg),
     forwardStderr: true,
     logger: log,
   });
@@ -117,20 +116,21 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
       logger: log,
     });
 
-  const localMonitor = createMemoryMonitor({
+  let kvPoller: KvPressurePoller | undefined;
+  if (cfg.backend === "openai" && cfg.upstreamMetrics && cfg.upstream) {
+    const metrics = upstreamMetrics({ baseUrl: splitUpstream(cfg.upstream).baseUrl, ...(cfg.upstreamKey ? { apiKey: cfg.upstreamKey } : {}) });
+    kvPoller = new KvPressurePoller({ metrics });
+    await kvPoller.start();
+  }
+  // The upstream's KV-cache pressure raises the gate's level; the local reading stays the source of GB figures.
+  const monitor = createMemoryMonitor({
     ...(cfg.memorySource ? { source: cfg.memorySource } : {}),
     thresholds: { caution: cfg.memCautionGb, warning: cfg.memWarningGb, critical: cfg.memCriticalGb, emergency: cfg.memEmergencyGb },
     intervalMs: cfg.memoryIntervalMs,
+    ...(kvPoller ? { pressures: [kvPoller] } : {}),
     log,
   });
-  await localMonitor.start();
-  let kvPoller: UpstreamKvPoller | undefined;
-  if (cfg.backend === "openai" && cfg.upstreamMetrics && cfg.upstream) {
-    kvPoller = new UpstreamKvPoller({ baseUrl: splitUpstream(cfg.upstream).baseUrl, ...(cfg.upstreamKey ? { apiKey: cfg.upstreamKey } : {}) });
-    await kvPoller.start();
-  }
-  // The upstream's KV-cache pressure raises the gate's level; the local monitor stays the source of GB figures.
-  const monitor = kvPoller ? withKvPressure(localMonitor, kvPoller) : localMonitor;
+  await monitor.start();
 
   // Cap on engine.stop() for both shutdowns (the engine itself does SIGTERM -> SIGKILL).
   const stopTimeoutMs = cfg.killTimeoutMs * 2 + 2000;
@@ -170,6 +170,7 @@ export async function runServe(cfg: ServeConfig, version: string): Promise<void>
       repeatToolLimit: cfg.repeatToolLimit,
       version,
     },
+    state: safety.state,
     logger: log,
     onEmergency: safety.onEmergency,
     memoryInfo: safety.memoryInfo,

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Elysia } from "elysia";
-import { AuthenticationError } from "../anthropic/errors";
+import { AuthenticationError } from "./errors";
 import { isOpenPath, requestTarget } from "./paths";
 
 const digest = (s: string) => createHash("sha256").update(s).digest();
@@ -46,5 +46,5 @@ export function auth(token: string | null) {
         throw new AuthenticationError("missing API key: send it in the x-api-key header or as Authorization: Bearer");
       if (!tokenMatches(presented, expected)) throw new AuthenticationError("invalid x-api-key");
     })
-    .as("global");
+    .as("scoped");
 }

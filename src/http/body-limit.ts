@@ -1,7 +1,7 @@
 import { Elysia } from "elysia";
-import { InvalidRequestError, RequestTooLargeError } from "../anthropic/errors";
+import { InvalidRequestError, RequestTooLargeError } from "./errors";
 
-/** Anthropic's limit for a Messages request body. */
+/** Default body limit, 32 MB (the Messages API allows as much). */
 export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024;
 
 /** Reads a body stream, refusing past `maxBytes` (chunked bodies have no content-length). */
@@ -81,12 +81,12 @@ export function bodyLimit(maxBytes: number) {
       const len = request.headers.get("content-length");
       if (len !== null && Number(len) > maxBytes) throw new RequestTooLargeError(maxBytes);
     })
-    .onParse({ as: "global" }, async ({ request, contentType }) => {
+    .onParse(async ({ request, contentType }) => {
       const type = contentType.toLowerCase();
       if (type.startsWith("application/json") || type.endsWith("+json")) return parseJsonBody(request, maxBytes);
       // The API is JSON only; say so instead of failing validation on a string body.
       if (request.method === "POST" && request.body)
         throw new InvalidRequestError(`Invalid content-type "${contentType || "(none)"}": send application/json`);
     })
-    .as("global");
+    .as("scoped");
 }

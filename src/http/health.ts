@@ -1,6 +1,6 @@
 import { Elysia, t } from "elysia";
 import type { EngineStats, InferenceEngine } from "../engine/types";
-import { guardStateFor } from "../memory/gate";
+import type { GuardState } from "../lifecycle/guard-state";
 import type { MemoryMonitor } from "../memory/types";
 
 type Fields = Record<string, unknown>;
@@ -13,6 +13,8 @@ export interface HealthDeps {
   startedAt: number;
   /** The server's own memory sampler: its level and free GB are always shown. */
   memory: MemoryMonitor;
+  /** The guard's state: a Ctrl-C/SIGTERM drain shows in the status. */
+  state: Pick<GuardState, "shutdown">;
   /** Extra fields merged under `memory` (the memory-safety work provides them). */
   memoryInfo?: () => Fields | Promise<Fields>;
   /** Whether this request may see the details (engine stats, paths, pids, memory source). */
@@ -98,7 +100,7 @@ export function healthRoutes(deps: HealthDeps) {
         // From the sampler, never the worker; read after the engine's counts so both describe the same moment.
         const memory = await memoryFields(deps, details);
         // A Ctrl-C/SIGTERM drain refuses new work: say so even without the token.
-        const phase = guardStateFor(deps.memory).shutdown()?.phase;
+        const phase = deps.state.shutdown()?.phase;
         const ready = state === "ready" && !phase;
         return {
           status: phase ?? (state === "ready" ? "ok" : state),

@@ -1,6 +1,6 @@
 import { isIPv6 } from "node:net";
 import { Elysia } from "elysia";
-import { InvalidRequestError, PermissionError } from "../anthropic/errors";
+import { InvalidRequestError, PermissionError } from "./errors";
 import { requestTarget } from "./paths";
 
 const LOOPBACK_NAMES = ["localhost", "127.0.0.1", "[::1]"];
@@ -73,14 +73,15 @@ export function hostCheck(allowedHosts: readonly string[]) {
       if (!allowAll && !allowed.has(parsed.hostname))
         throw new PermissionError(`host "${parsed.hostname}" is not allowed; use localhost or 127.0.0.1`);
     })
-    .as("global");
+    .as("scoped");
 }
 
 /**
  * CORS only for configured origins (none by default): allowed origins get the headers,
  * and their preflights a 204 before auth runs (browsers send no token on preflight).
+ * `allowHeaders` answers preflights that do not list their headers (the API's own set).
  */
-export function cors(origins: readonly string[]) {
+export function cors(origins: readonly string[], allowHeaders = "content-type, authorization") {
   const allowed = new Set(origins);
   const plugin = new Elysia({ name: "pensieve.cors" });
   if (allowed.size === 0) return plugin;
@@ -95,10 +96,10 @@ export function cors(origins: readonly string[]) {
         set.status = 204;
         set.headers["access-control-allow-methods"] = "GET, HEAD, POST, OPTIONS";
         set.headers["access-control-allow-headers"] =
-          request.headers.get("access-control-request-headers") ?? "content-type, x-api-key, authorization, anthropic-version, anthropic-beta";
+          request.headers.get("access-control-request-headers") ?? allowHeaders;
         set.headers["access-control-max-age"] = "600";
         return "";
       }
     })
-    .as("global");
+    .as("scoped");
 }

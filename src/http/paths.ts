@@ -1,4 +1,4 @@
-import { InvalidRequestError } from "../anthropic/errors";
+import { InvalidRequestError } from "./errors";
 
 /** What every guard and the router agree a request is for. */
 export interface RequestTarget {

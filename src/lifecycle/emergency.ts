@@ -1,6 +1,5 @@
 import type { EngineStats, InferenceEngine } from "../engine/types";
 import type { Logger } from "../log";
-import { shuttingDownMessage } from "../memory/gate";
 import type { MemorySample } from "../memory/monitor";
 import type { MemoryThresholds } from "../memory/types";
 import {
@@ -11,6 +10,7 @@ import {
   type LoggedSample,
   type StepOutcome,
 } from "./emergency-log";
+import { shuttingDownMessage } from "./guard-state";
 import type { InflightRegistry } from "./inflight";
 
 /** Everything the shutdown touches, injected so each step is testable in process. */

@@ -5,7 +5,7 @@
  * which ends a stream with `event: error` overloaded_error, or answers 503 before the first byte.
  */
 import type { Logger } from "../log";
-import { shuttingDownMessage, type GuardState } from "../memory/gate";
+import { shuttingDownMessage, type GuardState } from "./guard-state";
 
 /** What the graceful shutdown touches, injected so it is testable in process. */
 export interface GracefulDeps {

@@ -1,13 +1,15 @@
 import type { InferenceEngine } from "../engine/types";
 import type { Logger } from "../log";
-import { guardStateFor, type GuardState } from "../memory/gate";
-import { memoryInfo, type MemoryHealthFields } from "../memory/health";
 import type { SampledMemoryMonitor } from "../memory/monitor";
 import { createEmergencyShutdown, type EmergencyDeps, type EmergencyShutdown } from "./emergency";
+import { GuardState } from "./guard-state";
+import { memoryInfo, type MemoryHealthFields } from "./memory-info";
 
 /** What serve passes to wire memory safety together. */
 export interface MemorySafetyOptions {
   monitor: SampledMemoryMonitor;
+  /** The guard state to stop and drain; default a new one (pass it on to createApp). */
+  state?: GuardState;
   engine: Pick<InferenceEngine, "clearCache" | "stop" | "stats">;
   log: Logger;
   /** --log-dir; default ~/.pensieve/logs. */
@@ -24,6 +26,7 @@ export interface MemorySafetyOptions {
 
 /** The wired pieces, for createApp and the signal handlers. */
 export interface MemorySafety {
+  /** Pass to createApp({ state }) and the graceful shutdown. */
   state: GuardState;
   shutdown: EmergencyShutdown;
   /** Pass to createApp({ onEmergency }). */
@@ -38,7 +41,7 @@ export interface MemorySafety {
  */
 export function setupMemorySafety(opts: MemorySafetyOptions): MemorySafety {
   const { monitor } = opts;
-  const state = guardStateFor(monitor);
+  const state = opts.state ?? new GuardState();
   const deps: EmergencyDeps = {
     log: opts.log,
     stopAccepting: (reason) => state.stopAccepting(reason),

@@ -17,31 +17,35 @@ export function reliefFor(status: MemoryStatus): ReliefLevel {
   return status === "caution" ? "trim" : "drop";
 }
 
+/** The monitor as relief reads it: its status, and level changes to subscribe to. */
+export type ReliefMonitor = Pick<MemoryMonitor, "checkStatus"> & {
+  /** Absent on monitors that publish no changes: then only check() acts. */
+  onLevelChange?(handler: (status: MemoryStatus) => void): () => void;
+};
+
 /** What memory relief reads and acts on. */
 export interface MemoryReliefOptions {
-  monitor: Pick<MemoryMonitor, "checkStatus">;
+  monitor: ReliefMonitor;
   engine: Pick<InferenceEngine, "relieveMemory">;
   log?: Pick<Logger, "info" | "warn">;
-  /** How often the monitor's last status is read (default 250 ms, about its sampling period). */
-  intervalMs?: number;
 }
 
-/** Handle on the relief poller. */
+/** Handle on memory relief. */
 export interface MemoryRelief {
   /** Reads the status once and relieves if it got worse; resolves when the engine has answered. */
   check(): Promise<void>;
-  /** Polls on an unref'd timer. A no-op when the engine cannot relieve memory. */
+  /** Checks now and on every level change the monitor publishes. A no-op when the engine cannot relieve memory. */
   start(): void;
   stop(): void;
   /** The relief applied for the current episode. */
   applied(): ReliefLevel;
 }
 
-/** Builds the relief poller; nothing runs until start() or check(). */
+/** Builds memory relief; nothing runs until start() or check(). */
 export function createMemoryRelief(opts: MemoryReliefOptions): MemoryRelief {
   let applied: ReliefLevel = "none";
   let chain: Promise<void> = Promise.resolve();
-  let timer: ReturnType<typeof setInterval> | null = null;
+  let unsubscribe: (() => void) | null = null;
 
   const run = async (): Promise<void> => {
     const status = opts.monitor.checkStatus();
@@ -70,14 +74,14 @@ export function createMemoryRelief(opts: MemoryReliefOptions): MemoryRelief {
       return next;
     },
     start() {
-      if (timer || !opts.engine.relieveMemory) return;
-      timer = setInterval(() => void relief.check(), opts.intervalMs ?? 250);
-      // Like the sampler, relief must never keep the process alive on its own.
-      timer.unref?.();
+      if (unsubscribe || !opts.engine.relieveMemory) return;
+      // The monitor already samples on its own timer; relief acts on what it publishes.
+      unsubscribe = opts.monitor.onLevelChange?.(() => void relief.check()) ?? (() => {});
+      void relief.check();
     },
     stop() {
-      if (timer) clearInterval(timer);
-      timer = null;
+      unsubscribe?.();
+      unsubscribe = null;
     },
     applied: () => applied,
   };

@@ -22,6 +22,11 @@ export interface MemorySample {
 
 export type EmergencyHandler = (reason: string, sample: MemorySample) => void;
 
+/** Another pressure on the published level (e.g. an upstream's KV cache); it can only raise it. */
+export interface PressureSource {
+  checkStatus(): MemoryStatus;
+}
+
 /** Settings for createMemoryMonitor; every field has a default. */
 export interface MemoryMonitorConfig {
   /** A source, or a `--memory-source` spec ("auto", "linux", "darwin", "file:PATH"). Default auto. */
@@ -42,6 +47,8 @@ export interface MemoryMonitorConfig {
   clock?: () => number;
   /** Repeated read failures are logged at most this often. Default 10000. */
   failureLogEveryMs?: number;
+  /** Further pressures: checkStatus() reports the worst of them and the local reading. */
+  pressures?: readonly PressureSource[];
 }
 
 /** The production monitor: a background sampler whose checks read the last sample. */
@@ -63,6 +70,8 @@ export interface SampledMemoryMonitor extends MemoryMonitor {
   readFailures(): number;
   /** Subscribe to confirmed Emergency (fires once per episode). Returns an unsubscribe. */
   onEmergency(handler: EmergencyHandler): () => void;
+  /** Subscribe to checkStatus() changes, seen after each sample (read or failed). Returns an unsubscribe. */
+  onLevelChange(handler: (status: MemoryStatus) => void): () => void;
   /** One line for the startup banner, flagging an injected source. */
   describe(): string;
 }
@@ -92,6 +101,9 @@ export function createMemoryMonitor(config: MemoryMonitorConfig = {}): SampledMe
   const history: MemorySample[] = [];
   const handlers = new Set<EmergencyHandler>();
   if (config.onEmergency) handlers.add(config.onEmergency);
+  const levelHandlers = new Set<(status: MemoryStatus) => void>();
+  const pressures = config.pressures ?? [];
+  let published: MemoryStatus | null = null;
 
   let current: MemoryStatus | null = null;
   let last: MemorySample | null = null;
@@ -170,13 +182,28 @@ export function createMemoryMonitor(config: MemoryMonitorConfig = {}): SampledMe
     return first;
   };
 
+  // After each sample: tell level subscribers when the reported status changed.
+  const publish = () => {
+    const status = monitor.checkStatus();
+    if (status === published) return;
+    published = status;
+    for (const h of [...levelHandlers]) {
+      try {
+        h(status);
+      } catch (err) {
+        log.error("memory: level handler threw", { error: String(err) });
+      }
+    }
+  };
+
   const monitor: SampledMemoryMonitor = {
     source,
     intervalMs,
     staleAfterMs,
     checkStatus() {
-      const s = current ?? "caution";
-      if (now() - lastAt > staleAfterMs && s === "safe") return "caution";
+      let s = current ?? "caution";
+      if (now() - lastAt > staleAfterMs && s === "safe") s = "caution";
+      for (const p of pressures) s = worse(s, p.checkStatus());
       return s;
     },
     availableGb: () => (last ? last.availableGb : Number.NaN),
@@ -185,6 +212,7 @@ export function createMemoryMonitor(config: MemoryMonitorConfig = {}): SampledMe
       // Never overlap reads: a slow source makes the sampler skip, not pile up.
       ticking ??= tick().finally(() => {
         ticking = null;
+        publish();
       });
       return ticking;
     },
@@ -208,6 +236,10 @@ export function createMemoryMonitor(config: MemoryMonitorConfig = {}): SampledMe
     onEmergency(handler) {
       handlers.add(handler);
       return () => handlers.delete(handler);
+    },
+    onLevelChange(handler) {
+      levelHandlers.add(handler);
+      return () => levelHandlers.delete(handler);
     },
     describe() {
       const tag = source.injected ? " — INJECTED memory source: readings come from this file, not the OS" : "";

@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { ModelEngine } from "../config";
-import { DEMO_MODEL_ID, ensureDemoModel } from "../cli/demo-model";
+import { DEMO_MODEL_ID, ensureDemoModel } from "./demo-model";
 import { chooseEngine } from "./engine";
 import { isGgufSpec, modelIdOf, type ModelSpec, parseModelSpec } from "./spec";
 

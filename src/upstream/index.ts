@@ -13,7 +13,7 @@ export type { OpenAIUpstreamOptions, UpstreamEngineStats, UpstreamHealth } from 
 export { RoutingEngine } from "./router";
 export { UpstreamUnavailableError, UpstreamServerError } from "./errors";
 export type { TokenCount } from "./tokens";
-export { UpstreamKvPoller, withKvPressure } from "./kv-pressure";
+export { upstreamMetrics, type MetricsReader } from "./kv-pressure";
 
 /** Settings as the CLI gathers them (flags win over PENSIEVE_UPSTREAM* variables). */
 export interface UpstreamConfig {

@@ -1,143 +1,26 @@
 /**
- * Upstream KV-cache usage as a memory-pressure source: polls the server's Prometheus
- * /metrics (vLLM, SGLang, llama-server --metrics) and maps usage onto the gate's levels.
+ * The upstream side of KV-cache pressure: reading a server's Prometheus /metrics text.
+ * What the usage means for the gate (parsing, levels, polling) lives in src/memory/kv-pressure.ts.
  */
-import { worse } from "../memory/levels";
-import type { MemoryMonitor, MemoryStatus } from "../memory/types";
 import { type FetchLike, UpstreamHttp, upstreamRoot } from "./http";
 
-/** Gauges holding KV-cache usage as a 0..1 fraction, by server. */
-export const KV_USAGE_METRICS = [
-  "vllm:kv_cache_usage_perc", // vLLM v1 engine
-  "vllm:gpu_cache_usage_perc", // vLLM v0 engine
-  "sglang:token_usage",
-  "llamacpp:kv_cache_usage_ratio",
-] as const;
-
-/** Usage fractions at which each level starts. There is no Emergency: that would stop Pensieve. */
-export interface KvThresholds {
-  caution: number;
-  warning: number;
-  critical: number;
+/** Where metrics come from, and how to read them within a time limit. */
+export interface MetricsReader {
+  /** The server's root URL, as /health shows it. */
+  readonly url: string;
+  /** The /metrics text; rejects on a failed call or a non-2xx answer. */
+  read(timeoutMs: number): Promise<string>;
 }
 
-export const DEFAULT_KV_THRESHOLDS: KvThresholds = { caution: 0.8, warning: 0.9, critical: 0.97 };
-
-/** The highest KV usage in a Prometheus text exposition (max over engines / label sets), or null. */
-export function parseKvUsage(text: string): number | null {
-  let best: number | null = null;
-  for (const line of text.split("\n")) {
-    if (!line || line.startsWith("#")) continue;
-    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/);
-    if (!m || !(KV_USAGE_METRICS as readonly string[]).includes(m[1] as string)) continue;
-    const v = Number(m[3]);
-    if (Number.isFinite(v)) best = best === null ? v : Math.max(best, v);
-  }
-  return best;
-}
-
-/** Level for a usage fraction. */
-export function kvStatus(usage: number | null, t: KvThresholds = DEFAULT_KV_THRESHOLDS): MemoryStatus {
-  if (usage === null) return "safe";
-  if (usage >= t.critical) return "critical";
-  if (usage >= t.warning) return "warning";
-  if (usage >= t.caution) return "caution";
-  return "safe";
-}
-
-/** Settings for UpstreamKvPoller. */
-export interface KvPollerOptions {
-  baseUrl: string;
-  apiKey?: string;
-  fetch?: FetchLike;
-  /** Default 2000 ms. */
-  intervalMs?: number;
-  thresholds?: Partial<KvThresholds>;
-  /** A reading older than this is ignored (status safe); default 3 intervals. */
-  staleAfterMs?: number;
-  now?: () => number;
-}
-
-/** What /health shows about the upstream's KV cache. */
-export interface KvPressureInfo {
-  url: string;
-  usage: number | null;
-  status: MemoryStatus;
-  lastError: string | null;
-}
-
-/** Polls an upstream's /metrics in the background; checkStatus() reads the last fresh reading. */
-export class UpstreamKvPoller {
-  private readonly http: UpstreamHttp;
-  private readonly t: KvThresholds;
-  private readonly intervalMs: number;
-  private readonly staleAfterMs: number;
-  private readonly now: () => number;
-  private usage: number | null = null;
-  private at = Number.NEGATIVE_INFINITY;
-  private lastError: string | null = null;
-  private timer: ReturnType<typeof setInterval> | undefined;
-
-  constructor(opts: KvPollerOptions) {
-    this.http = new UpstreamHttp(upstreamRoot(opts.baseUrl), opts.fetch ?? ((i, init) => fetch(i, init)), opts.apiKey);
-    this.t = { ...DEFAULT_KV_THRESHOLDS, ...opts.thresholds };
-    this.intervalMs = opts.intervalMs ?? 2000;
-    this.staleAfterMs = opts.staleAfterMs ?? this.intervalMs * 3;
-    this.now = opts.now ?? (() => performance.now());
-  }
-
-  /** Poll once now, then every interval on an unref'd timer. */
-  async start(): Promise<void> {
-    await this.poll();
-    this.timer ??= setInterval(() => void this.poll(), this.intervalMs);
-    this.timer.unref?.();
-  }
-
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-  }
-
-  async poll(): Promise<void> {
-    try {
-      const { res } = await this.http.call("/metrics", { headers: this.http.headers({ accept: "text/plain" }) }, this.intervalMs);
+/** Reads `{root}/metrics` of an OpenAI-compatible server (vLLM, SGLang, llama-server --metrics), with its key. */
+export function upstreamMetrics(opts: { baseUrl: string; apiKey?: string; fetch?: FetchLike }): MetricsReader {
+  const http = new UpstreamHttp(upstreamRoot(opts.baseUrl), opts.fetch ?? ((i, init) => fetch(i, init)), opts.apiKey);
+  return {
+    url: http.root,
+    async read(timeoutMs) {
+      const { res } = await http.call("/metrics", { headers: http.headers({ accept: "text/plain" }) }, timeoutMs);
       if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
-      const usage = parseKvUsage(await res.text());
-      if (usage === null) throw new Error(`/metrics has none of ${KV_USAGE_METRICS.join(", ")}`);
-      this.usage = usage;
-      this.at = this.now();
-      this.lastError = null;
-    } catch (e) {
-      this.lastError = e instanceof Error ? e.message : String(e);
-    }
-  }
-
-  /** The level of the last fresh reading; an unknown or stale usage adds no pressure. */
-  checkStatus(): MemoryStatus {
-    return this.now() - this.at > this.staleAfterMs ? "safe" : kvStatus(this.usage, this.t);
-  }
-
-  info(): KvPressureInfo {
-    return { url: this.http.root, usage: this.usage, status: this.checkStatus(), lastError: this.lastError };
-  }
-}
-
-/**
- * `monitor` with its status raised to the upstream's KV level when that is worse. Everything
- * else (available GB, thresholds, start/stop...) is the local monitor's.
- */
-export function withKvPressure<M extends MemoryMonitor>(monitor: M, kv: { checkStatus(): MemoryStatus }): M {
-  const checkStatus = (): MemoryStatus => worse(kv.checkStatus(), monitor.checkStatus());
-  // Methods are bound once: the gate reads them on every request.
-  const bound = new Map<PropertyKey, unknown>();
-  return new Proxy(monitor, {
-    get(target, prop) {
-      if (prop === "checkStatus") return checkStatus;
-      const v: unknown = Reflect.get(target, prop, target);
-      if (typeof v !== "function") return v;
-      let fn = bound.get(prop);
-      if (fn === undefined) bound.set(prop, (fn = v.bind(target)));
-      return fn;
+      return res.text();
     },
-  });
+  };
 }

@@ -12,9 +12,9 @@ import type {
   ModelInfo,
   PromptInput,
 } from "../engine/types";
+import type { Logger } from "../log";
 import { UpstreamUnavailableError, mapUpstreamStatus, parseContextComplaint } from "./errors";
 import { type FetchLike, type StreamHandle, UpstreamHttp, upstreamRoot } from "./http";
-import { pickRoute } from "./routes";
 import { SseDecoder, type SseItem } from "./sse";
 import { ChunkAssembler, UpstreamStreamError } from "./stream";
 import { type TokenCount, UpstreamTokenCounter } from "./tokens";
@@ -32,11 +32,8 @@ export interface UpstreamTimeouts {
 
 export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { headersMs: 120_000, idleMs: 300_000, probeMs: 5_000 };
 
-/** Where the upstream engine reports reachability changes and fallbacks. */
-export interface UpstreamLogger {
-  info(msg: string): void;
-  warn(msg: string): void;
-}
+/** @deprecated The server's one Logger (src/log.ts); kept for src/upstream/index.ts. */
+export type UpstreamLogger = Logger;
 
 /** Settings for one OpenAIUpstreamEngine. */
 export interface OpenAIUpstreamOptions {
@@ -46,11 +43,9 @@ export interface OpenAIUpstreamOptions {
   apiKey?: string;
   /** Upstream model id; default: discovered from GET /v1/models. */
   model?: string;
-  /** Alias target pattern -> another model id (and optionally another URL); see ./routes. */
-  routes?: Record<string, { baseUrl?: string; model: string }>;
   fetch?: FetchLike;
   timeouts?: Partial<UpstreamTimeouts>;
-  logger?: UpstreamLogger;
+  logger?: Logger;
   /** Used when the upstream does not report its context window (default 32768). */
   defaultContextLength?: number;
   /** Extra JSON merged into every chat request (e.g. {"repetition_penalty": 1.05}). */
@@ -86,15 +81,14 @@ interface Upstream {
   discovered?: { id?: string; contextLength?: number };
 }
 
-const stderrLogger: UpstreamLogger = { info: (m) => console.error(`[upstream] ${m}`), warn: (m) => console.error(`[upstream] ${m}`) };
+const say = (m: string) => console.error(`[upstream] ${m}`);
+const stderrLogger: Logger = { debug() {}, info: say, warn: say, error: say };
 
-/** An InferenceEngine in front of one OpenAI-compatible server (plus any per-route servers). */
+/** An InferenceEngine in front of one OpenAI-compatible server; RoutingEngine (./router) combines several. */
 export class OpenAIUpstreamEngine implements InferenceEngine {
   private readonly timeouts: UpstreamTimeouts;
-  private readonly log: UpstreamLogger;
-  private readonly upstreams = new Map<string, Upstream>();
+  private readonly log: Logger;
   private readonly primary: Upstream;
-  private readonly routeRules: { pattern: string; root: string; model: string }[];
   private info: ModelInfo | null = null;
   private phase: "stopped" | "starting" | "started" = "stopped";
   private running = 0;
@@ -104,38 +98,29 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
     this.log = opts.logger ?? stderrLogger;
     this.primary = this.upstream(upstreamRoot(opts.baseUrl));
-    this.routeRules = Object.entries(opts.routes ?? {}).map(([pattern, r]) => ({
-      pattern,
-      root: r.baseUrl ? this.upstream(upstreamRoot(r.baseUrl)).http.root : this.primary.http.root,
-      model: r.model,
-    }));
   }
 
   private upstream(root: string): Upstream {
-    let u = this.upstreams.get(root);
-    if (!u) {
-      const http = new UpstreamHttp(root, this.opts.fetch ?? ((i, init) => fetch(i, init)), this.opts.apiKey);
-      const post = async (path: string, body: unknown) =>
-        (await http.call(path, { method: "POST", headers: http.headers({ "content-type": "application/json" }), body: JSON.stringify(body) }, this.timeouts.probeMs)).res;
-      u = {
-        http,
-        tokens: new UpstreamTokenCounter(post, (m) => this.log.warn(m)),
-        health: { url: root, reachable: null, model: null, lastError: null, lastErrorAt: null, lastOkAt: null, lastLatencyMs: null, tokenizer: "probe" },
-      };
-      this.upstreams.set(root, u);
-    }
-    return u;
+    const http = new UpstreamHttp(root, this.opts.fetch ?? ((i, init) => fetch(i, init)), this.opts.apiKey);
+    const post = async (path: string, body: unknown) =>
+      (await http.call(path, { method: "POST", headers: http.headers({ "content-type": "application/json" }), body: JSON.stringify(body) }, this.timeouts.probeMs)).res;
+    return {
+      http,
+      tokens: new UpstreamTokenCounter(post, (m) => this.log.warn(m)),
+      health: { url: root, reachable: null, model: null, lastError: null, lastErrorAt: null, lastOkAt: null, lastLatencyMs: null, tokenizer: "probe" },
+    };
   }
 
   /** Probe the upstream; never throws for an unreachable upstream (state() says "failed"). */
   async start(): Promise<ModelInfo> {
     this.phase = "starting";
-    await Promise.all([...this.upstreams.values()].map((u) => this.probe(u)));
+    await this.probe(this.primary);
     this.phase = "started";
     const every = this.opts.reprobeIntervalMs ?? 10_000;
     if (every > 0 && !this.reprobeTimer) {
       this.reprobeTimer = setInterval(() => {
-        for (const u of this.upstreams.values()) if (u.health.reachable !== true || !u.discovered) void this.probe(u);
+        const u = this.primary;
+        if (u.health.reachable !== true || !u.discovered) void this.probe(u);
       }, every);
       this.reprobeTimer.unref?.();
     }
@@ -222,13 +207,8 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
     u.health.lastErrorAt = new Date().toISOString();
   }
 
-  /** Which upstream and model id serve this alias target. */
-  private target(model: string | undefined): { u: Upstream; model: string | undefined } {
-    const rule = pickRoute(this.routeRules, model);
-    if (rule) {
-      const u = this.upstreams.get(rule.root) as Upstream;
-      return { u, model: rule.model };
-    }
+  /** The upstream and the model id it is asked for. */
+  private target(): { u: Upstream; model: string | undefined } {
     return { u: this.primary, model: this.opts.model ?? this.primary.discovered?.id };
   }
 
@@ -240,7 +220,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
   }
 
   async *generate(req: GenerateRequest, signal?: AbortSignal): AsyncGenerator<EngineEvent> {
-    const t = this.target(req.model);
+    const t = this.target();
     const model = await this.modelFor(t);
     const body = buildChatRequest(req, model, this.opts.extraBody);
     const open = () =>
@@ -286,7 +266,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
     }
 
     this.running++;
-    const decoder = new SseDecoder();
+    const decoder = sseDecoderFor(t.u.http.root);
     const asm = new ChunkAssembler(req.stop ?? []);
     // A server (or proxy) that ignores stream:true answers one JSON completion instead.
     const whole = (h.res.headers.get("content-type") ?? "").includes("application/json");
@@ -326,17 +306,18 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
 
   /** Count with provenance: `exact` is false when the upstream has no tokenizer endpoint. */
   async countTokensDetailed(input: PromptInput): Promise<TokenCount> {
-    const t = this.target(input.model);
+    const t = this.target();
     const model = await this.modelFor(t).catch(() => undefined);
     const r = await t.u.tokens.count(input, model);
     t.u.health.tokenizer = t.u.tokens.method();
     return r;
   }
 
-  /** Health of every upstream this engine talks to, primary first. */
+  /** Health of the upstream this engine talks to (a list, as RoutingEngine's /health shows them). */
   health(): UpstreamHealth[] {
-    for (const u of this.upstreams.values()) u.health.tokenizer = u.tokens.method();
-    return [...this.upstreams.values()].map((u) => ({ ...u.health }));
+    const u = this.primary;
+    u.health.tokenizer = u.tokens.method();
+    return [{ ...u.health }];
   }
 
   async stats(): Promise<UpstreamEngineStats> {
@@ -372,6 +353,15 @@ interface ModelEntry {
 }
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+// A line past the cap (8 Mi characters) is no chunk any server sends: the stream is broken.
+function sseDecoderFor(root: string): SseDecoder {
+  return new SseDecoder({
+    onOverflow: (o) => {
+      throw new UpstreamUnavailableError(`upstream ${root} sent an SSE line over ${o.length} characters`, "stream_broken", root);
+    },
+  });
+}
 
 // A non-streaming chat.completion body as one SSE item the ChunkAssembler understands.
 function completionAsChunk(text: string): SseItem {

@@ -10,11 +10,14 @@
  *   sonnet=http://gpu3:8000                  (model id discovered from that server's /v1/models)
  *
  * PATTERN is matched case-insensitively against the model the request resolved to (the alias
- * target; the Claude model name when the alias map leaves it alone). Without `*` it matches any
- * name that contains it ("haiku" matches "claude-haiku-4-5"); with `*` it is a glob over the
- * whole name ("claude-opus-4-*"). Rules are tried in the order written; the catch-all `*` is
- * tried last whatever its position. A URL may end in `/v1` or not.
+ * target; the Claude model name when the alias map leaves it alone), as src/engine/patterns.ts
+ * says: without `*` or `?` it matches any name that contains it ("haiku" matches
+ * "claude-haiku-4-5"); with them it is a glob over the whole name ("claude-opus-4-*"). Rules are
+ * tried in the order written; the catch-all `*` is tried last whatever its position. A URL may
+ * end in `/v1` or not.
  */
+
+import { patternMatches } from "../engine/patterns";
 
 /** One parsed rule. */
 export interface RouteRule {
@@ -58,27 +61,9 @@ export function parseRouteSpec(spec: string): RouteRule[] {
   return rules;
 }
 
-/** Does `pattern` select `model`? (see the module comment for the rules) */
-export function patternMatches(pattern: string, model: string): boolean {
-  const p = pattern.toLowerCase();
-  const m = model.toLowerCase();
-  if (p === "*") return true;
-  if (!p.includes("*")) return m.includes(p);
-  let re = globs.get(p);
-  if (!re) globs.set(p, (re = new RegExp(`^${p.split("*").map(escapeRegExp).join(".*")}$`)));
-  return re.test(m);
-}
-
-// Compiled globs, by lower-cased pattern; patterns come from the command line, so few.
-const globs = new Map<string, RegExp>();
-
 /** The first rule selecting `model`, the catch-all last; undefined when none does. */
 export function pickRoute<T extends { pattern: string }>(rules: readonly T[], model: string | undefined): T | undefined {
   const name = model ?? "";
   const specific = rules.find((r) => r.pattern !== "*" && name !== "" && patternMatches(r.pattern, name));
   return specific ?? rules.find((r) => r.pattern === "*");
-}
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.+?^${}()|[\]\\]/g, "\\$&");
 }

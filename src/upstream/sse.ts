@@ -1,65 +1,55 @@
 /**
- * A byte-level Server-Sent Events decoder (WHATWG event-stream rules): any chunk boundaries,
- * UTF-8 split across chunks, LF / CRLF / CR line ends, comments, multi-line data.
+ * A byte-level Server-Sent Events decoder (WHATWG event-stream rules) on the bridge's
+ * LineDecoder: any chunk boundaries, UTF-8 split across chunks, LF / CRLF / CR line ends,
+ * comments, multi-line data, and a cap on the length of one line.
  */
+
+import { LineDecoder, type LineOverflow } from "../bridge/line-decoder";
 
 /** One dispatched SSE event, or a comment line (mlx_lm.server sends `: keepalive N/M`). */
 export type SseItem = { kind: "event"; event: string; data: string } | { kind: "comment"; text: string };
 
+export interface SseDecoderOptions {
+  /** Longest line accepted (default: LineDecoder's 8 Mi characters). */
+  maxLineLength?: number;
+  /** An over-long line is dropped and reported here (default: push() throws LineTooLongError). */
+  onOverflow?: (overflow: LineOverflow) => void;
+}
+
 /** Incremental decoder: push() byte chunks as they arrive, end() once the body is done. */
 export class SseDecoder {
-  private readonly utf8 = new TextDecoder("utf-8");
-  private buf = "";
-  /** A chunk ended in CR: if the next one starts with LF, that LF belongs to the same line end. */
-  private pendingCr = false;
+  private readonly lines: LineDecoder;
+  private out: SseItem[] = [];
   private data: string[] = [];
   private event = "";
 
+  constructor(opts: SseDecoderOptions = {}) {
+    this.lines = new LineDecoder((line) => this.line(line), { ...opts, lineEnds: "any" });
+  }
+
   /** Feed bytes; returns the items completed by them. */
   push(bytes: Uint8Array): SseItem[] {
-    return this.feed(this.utf8.decode(bytes, { stream: true }));
+    this.lines.push(bytes);
+    return this.take();
   }
 
   /** End of stream: flush an unterminated last line and a pending event. */
   end(): SseItem[] {
-    const out = this.feed(this.utf8.decode());
-    if (this.buf.length) {
-      this.line(this.buf, out);
-      this.buf = "";
-    }
-    this.dispatch(out);
-    return out;
+    this.lines.flush();
+    this.dispatch();
+    return this.take();
   }
 
-  private feed(text: string): SseItem[] {
-    const out: SseItem[] = [];
-    if (this.pendingCr && text.length) {
-      this.pendingCr = false;
-      if (text.startsWith("\n")) text = text.slice(1);
-    }
-    this.buf += text;
-    let start = 0;
-    for (let i = 0; i < this.buf.length; i++) {
-      const ch = this.buf.charCodeAt(i);
-      if (ch !== 10 && ch !== 13) continue;
-      this.line(this.buf.slice(start, i), out);
-      if (ch === 13) {
-        if (i + 1 < this.buf.length) {
-          if (this.buf.charCodeAt(i + 1) === 10) i++;
-        } else {
-          this.pendingCr = true;
-        }
-      }
-      start = i + 1;
-    }
-    this.buf = this.buf.slice(start);
-    return out;
+  private take(): SseItem[] {
+    const items = this.out;
+    this.out = [];
+    return items;
   }
 
-  private line(line: string, out: SseItem[]): void {
-    if (line === "") return this.dispatch(out);
+  private line(line: string): void {
+    if (line === "") return this.dispatch();
     if (line.startsWith(":")) {
-      out.push({ kind: "comment", text: line.slice(1).trimStart() });
+      this.out.push({ kind: "comment", text: line.slice(1).trimStart() });
       return;
     }
     const colon = line.indexOf(":");
@@ -75,8 +65,8 @@ export class SseDecoder {
     }
   }
 
-  private dispatch(out: SseItem[]): void {
-    if (this.data.length) out.push({ kind: "event", event: this.event || "message", data: this.data.join("\n") });
+  private dispatch(): void {
+    if (this.data.length) this.out.push({ kind: "event", event: this.event || "message", data: this.data.join("\n") });
     this.data = [];
     this.event = "";
   }

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { MlxEngine, type MlxEngineOptions } from "../../src/bridge/mlx-engine";
+import { MlxEngine, type MlxEngineOptions, engineTuning } from "../../src/bridge/mlx-engine";
+import { serveDefaults } from "../../src/config";
 import { EngineTimeoutError, PromptTooLongError, WorkerCrashedError } from "../../src/engine/errors";
 import type { EngineEvent, GenerateRequest } from "../../src/engine/types";
 
@@ -25,13 +26,21 @@ function findPython(): string {
 }
 
 const PYTHON = findPython();
-const quiet = { info() {}, warn() {}, error() {} };
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 let dir = "";
 let modelDir = "";
 const engines: MlxEngine[] = [];
 
 function makeEngine(opts: Partial<MlxEngineOptions> = {}): MlxEngine {
-  const e = new MlxEngine({ python: PYTHON, script: SCRIPT, model: modelDir, isDemo: true, logger: quiet, ...opts });
+  const e = new MlxEngine({
+    ...engineTuning(serveDefaults()),
+    python: PYTHON,
+    script: SCRIPT,
+    model: modelDir,
+    isDemo: true,
+    logger: quiet,
+    ...opts,
+  });
   engines.push(e);
   return e;
 }
@@ -246,7 +255,7 @@ describe("MlxEngine with the real worker under injected faults", () => {
   test("a worker crash: a short cause for clients, the worker's last stderr lines for the log", async () => {
     const logs: { msg: string; fields?: Record<string, unknown> }[] = [];
     const keep = (msg: string, fields?: Record<string, unknown>) => void logs.push({ msg, fields });
-    const e = makeEngine({ env: { PENSIEVE_WORKER_FAULT: "crash" }, logger: { info: keep, warn: keep, error: keep } });
+    const e = makeEngine({ env: { PENSIEVE_WORKER_FAULT: "crash" }, logger: { debug: keep, info: keep, warn: keep, error: keep } });
     await e.start();
     const pid = (await e.stats()).workerPid;
     const { events, error } = await collect(e.generate(req("hi", { maxTokens: 50 })));

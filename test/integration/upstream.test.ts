@@ -14,7 +14,7 @@ import { UpstreamUnavailableError } from "../../src/upstream/errors";
 import { OpenAIUpstreamEngine } from "../../src/upstream/openai-engine";
 import { testPython, tinyModelDir } from "../support/server-process";
 
-const silent = { info: () => {}, warn: () => {} };
+const silent = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
 
 /** A port nobody listens on right now: bind port 0, read it, release it. */
 async function freePort(): Promise<number> {

@@ -3,6 +3,8 @@
  * stream grammar. Both throw a precise error on the first violation.
  */
 
+import { LineDecoder } from "../../src/bridge/line-decoder";
+
 /** One event as it came off the wire: its `event:` name and its `data:` JSON. */
 export interface WireEvent {
   event: string;
@@ -45,41 +47,69 @@ export function parseEventBlock(block: string): WireEvent | null {
   return { event, data: parsed as WireEvent["data"], raw: block };
 }
 
+/**
+ * Splits a body into event blocks on the server's own LineDecoder (src/bridge/line-decoder.ts),
+ * strictly: LF only, one blank line between events.
+ */
+class BlockReader {
+  private readonly lines: LineDecoder;
+  private block: string[] = [];
+  private ready: WireEvent[] = [];
+
+  constructor() {
+    this.lines = new LineDecoder((line) => this.line(line));
+  }
+
+  push(bytes: Uint8Array): WireEvent[] {
+    // CR never occurs inside a UTF-8 sequence, so the raw bytes tell.
+    if (bytes.includes(13)) throw new Error(`SSE: CR in event (Anthropic uses LF only): ${JSON.stringify(new TextDecoder().decode(bytes))}`);
+    this.lines.push(bytes);
+    const out = this.ready;
+    this.ready = [];
+    return out;
+  }
+
+  /** End of body: an event left open is an error. */
+  end(): void {
+    this.lines.flush();
+    if (this.block.length) throw new Error(`SSE: body ends inside an event: ${JSON.stringify(this.block.join("\n"))}`);
+  }
+
+  private line(line: string): void {
+    if (line !== "") {
+      this.block.push(line);
+      return;
+    }
+    if (!this.block.length) throw new Error("SSE: empty event block (three newlines in a row)");
+    const ev = parseEventBlock(this.block.join("\n"));
+    this.block = [];
+    if (ev) this.ready.push(ev);
+  }
+}
+
 /** Parses a complete SSE body: it must end with the blank line that closes its last event. */
 export function parseSse(text: string): WireEvent[] {
   if (text.length === 0) throw new Error("SSE: empty body");
   if (!text.endsWith("\n\n")) throw new Error(`SSE: body does not end with a blank line: ...${JSON.stringify(text.slice(-80))}`);
-  const out: WireEvent[] = [];
-  for (const block of text.slice(0, -2).split("\n\n")) {
-    if (block === "") throw new Error("SSE: empty event block (three newlines in a row)");
-    const ev = parseEventBlock(block);
-    if (ev) out.push(ev);
-  }
+  const reader = new BlockReader();
+  const out = reader.push(new TextEncoder().encode(text));
+  reader.end();
   return out;
 }
 
 /** Yields events as they arrive from a response body (strict, as parseSse). */
 export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<WireEvent> {
-  const dec = new TextDecoder();
-  let buf = "";
+  const blocks = new BlockReader();
   const reader = body.getReader();
   try {
     for (let r = await reader.read(); !r.done; r = await reader.read()) {
-      buf += dec.decode(r.value, { stream: true });
-      for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
-        const block = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        if (block === "") throw new Error("SSE: empty event block (three newlines in a row)");
-        const ev = parseEventBlock(block);
-        if (ev) yield ev;
-      }
+      for (const ev of blocks.push(r.value)) yield ev;
     }
   } finally {
     // A consumer that stops early (break, abort) releases the body, which closes the connection.
     await reader.cancel().catch(() => {});
   }
-  buf += dec.decode();
-  if (buf !== "") throw new Error(`SSE: body ends inside an event: ${JSON.stringify(buf)}`);
+  blocks.end();
 }
 
 const STOP_REASONS = new Set(["end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"]);

@@ -26,6 +26,12 @@ describe("aliases", () => {
     expect(resolveModel("anything", [], "served")).toBe("served");
   });
 
+  test("a bare name matches names containing it, and beats an earlier glob", () => {
+    const rules = parseAliases("*=default,haiku=small");
+    expect(resolveModel("claude-3-5-HAIKU-latest", rules, "s")).toBe("small");
+    expect(resolveModel("claude-sonnet-4-5", rules, "s")).toBe("s");
+  });
+
   test("exact beats an earlier glob; ? matches one character; regex characters are literal", () => {
     const rules = parseAliases("*=default,claude-x=special,m?del=q,a.b=dot");
     expect(resolveModel("claude-x", rules, "s")).toBe("special");

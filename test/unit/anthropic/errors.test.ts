@@ -10,7 +10,7 @@ import {
   PermissionError,
   RequestTooLargeError,
 } from "../../../src/anthropic/errors";
-import { lowMemoryError } from "../../../src/memory/gate";
+import { lowMemoryError } from "../../../src/http/memory-guard";
 import {
   EngineBadRequestError,
   EngineOverloadedError,

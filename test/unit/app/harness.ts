@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { type AppConfig, type AppDeps, createApp } from "../../../src/app";
 import type { SseEvent } from "../../../src/anthropic/stream";
+import { GuardState } from "../../../src/lifecycle/guard-state";
 import { FakeEngine, type FakeEngineOptions } from "../../support/fake-engine";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 
@@ -13,6 +14,8 @@ export interface Harness {
   app: ReturnType<typeof createApp>;
   engine: FakeEngine;
   memory: FakeMemoryMonitor;
+  /** The guard state createApp was given (in-flight registry, accepting, drain). */
+  state: GuardState;
 }
 
 export function makeApp(
@@ -29,8 +32,9 @@ export function makeApp(
     stream: { headStartMs: Number.POSITIVE_INFINITY, pingIntervalMs: Number.POSITIVE_INFINITY },
     ...opts.config,
   };
-  const app = createApp({ engine, memory, config, ...opts.deps });
-  return { app, engine, memory };
+  const state = opts.deps?.state ?? new GuardState();
+  const app = createApp({ engine, memory, config, state, ...opts.deps });
+  return { app, engine, memory, state };
 }
 
 export function request(path: string, init: RequestInit & { json?: unknown; auth?: boolean } = {}): Request {

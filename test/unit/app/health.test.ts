@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import type { EngineStats } from "../../../src/engine/types";
 import { type HealthDeps, healthRoutes } from "../../../src/http/health";
+import { GuardState } from "../../../src/lifecycle/guard-state";
 import { FakeEngine } from "../../support/fake-engine";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 
@@ -11,6 +12,7 @@ const makeHealth = (over: Partial<HealthDeps> = {}) =>
     clock: () => 0,
     startedAt: 0,
     memory: new FakeMemoryMonitor({ availableGb: 12.3456 }),
+    state: new GuardState(),
     showDetails: () => true,
     ...over,
   });

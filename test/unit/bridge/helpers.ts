@@ -4,8 +4,9 @@ import { afterEach } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { MlxEngine, type MlxEngineOptions } from "../../../src/bridge/mlx-engine";
-import type { BridgeLogger } from "../../../src/bridge/protocol";
+import { MlxEngine, type MlxEngineOptions, engineTuning } from "../../../src/bridge/mlx-engine";
+import { serveDefaults } from "../../../src/config";
+import type { Logger } from "../../../src/log";
 import type { EngineEvent, GenerateRequest } from "../../../src/engine/types";
 
 export const FAKE_WORKER = resolve(import.meta.dir, "../../support/fake-worker.ts");
@@ -40,17 +41,21 @@ export interface FakeSetup {
   cleanup(): Promise<void>;
 }
 
+/** The engine settings `pensieve serve` uses by default: tests take them from src/config.ts. */
+export const CONFIG_TUNING = engineTuning(serveDefaults());
+
 export function fakeEngine(opts: Partial<MlxEngineOptions> = {}, fakeEnv: Record<string, string> = {}): FakeSetup {
   const dir = mkdtempSync(join(tmpdir(), "pensieve-bridge-"));
   const journalPath = join(dir, "journal.jsonl");
   const logs: LogEntry[] = [];
-  const logger: BridgeLogger = {
+  const logger: Logger = {
     debug: (msg, fields) => logs.push({ level: "debug", msg, fields }),
     info: (msg, fields) => logs.push({ level: "info", msg, fields }),
     warn: (msg, fields) => logs.push({ level: "warn", msg, fields }),
     error: (msg, fields) => logs.push({ level: "error", msg, fields }),
   };
   const engine = new MlxEngine({
+    ...CONFIG_TUNING,
     python: process.execPath, // the bun binary runs the fake worker
     script: FAKE_WORKER,
     model: "fake-model",

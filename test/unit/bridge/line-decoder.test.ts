@@ -112,3 +112,20 @@ describe("LineDecoder", () => {
     expect(() => d.push(enc.encode("abcdefgh"))).toThrow(LineTooLongError);
   });
 });
+
+describe("LineDecoder with lineEnds: any", () => {
+  const lines = (...chunks: string[]) => {
+    const out: string[] = [];
+    const d = new LineDecoder((l) => out.push(l), { lineEnds: "any" });
+    for (const c of chunks) d.push(new TextEncoder().encode(c));
+    d.flush();
+    return out;
+  };
+
+  test("LF, CRLF and a lone CR each end a line, also when CR and LF are split across chunks", () => {
+    expect(lines("a\nb\r\nc\rd")).toEqual(["a", "b", "c", "d"]);
+    expect(lines("a\r", "\nb\r", "\r\n")).toEqual(["a", "b", ""]);
+    expect(lines("a\r", "", "\nb")).toEqual(["a", "b"]);
+    expect(lines("\r\r")).toEqual(["", ""]);
+  });
+});

@@ -230,6 +230,7 @@ describe("the emergency log file", () => {
       engine,
       memory: monitor,
       config: { token: "t", aliases: "*=default", allowedHosts: [], version: "test", stream: { headStartMs: Number.POSITIVE_INFINITY, pingIntervalMs: Number.POSITIVE_INFINITY } },
+      state: safety.state,
       onEmergency: safety.onEmergency,
       memoryInfo: safety.memoryInfo,
       logger: log,

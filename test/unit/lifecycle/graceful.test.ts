@@ -4,8 +4,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { createGracefulShutdown, type GracefulDeps } from "../../../src/lifecycle/graceful";
-import { GuardState, guardStateFor } from "../../../src/memory/gate";
-import { memoryInfo } from "../../../src/memory/health";
+import { GuardState } from "../../../src/lifecycle/guard-state";
+import { memoryInfo } from "../../../src/lifecycle/memory-info";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 import { RecordingLogger } from "../../support/memory-kit";
 import { chunkText, makeApp, parseSse, postMessages, simpleBody } from "../app/harness";
@@ -128,7 +128,7 @@ describe("the drain through the app", () => {
 
   test("new requests get 503 with retry-after; a stream past the window ends with event: error", async () => {
     const h = makeApp({ engine: { script: hold } });
-    const state = guardStateFor(h.memory);
+    const state = h.state;
     const { rest } = await openStream(h);
     const { shutdown, exited } = harness(state, { drainMs: 50 });
     void shutdown.signal("SIGTERM");
@@ -147,7 +147,7 @@ describe("the drain through the app", () => {
 
   test("a JSON request past the window gets a 503, not a fragment", async () => {
     const h = makeApp({ engine: { script: hold } });
-    const state = guardStateFor(h.memory);
+    const state = h.state;
     const pending = postMessages(h, simpleBody());
     while (h.engine.running === 0) await Bun.sleep(5);
     const { shutdown, exited } = harness(state, { drainMs: 50 });
@@ -160,7 +160,7 @@ describe("the drain through the app", () => {
 
   test("a stream that finishes within the window completes with message_stop", async () => {
     const h = makeApp({ engine: { script: hold } });
-    const state = guardStateFor(h.memory);
+    const state = h.state;
     const { rest } = await openStream(h);
     const { shutdown, exited } = harness(state, { drainMs: 10_000 });
     void shutdown.signal("SIGTERM");

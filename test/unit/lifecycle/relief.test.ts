@@ -1,6 +1,20 @@
 import { describe, expect, test } from "bun:test";
 import { createMemoryRelief, reliefFor } from "../../../src/lifecycle/relief";
+import type { MemoryStatus } from "../../../src/memory/types";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
+
+/** A fake monitor that publishes level changes, as the sampled monitor does after each sample. */
+class PublishingMonitor extends FakeMemoryMonitor {
+  readonly handlers = new Set<(s: MemoryStatus) => void>();
+  onLevelChange(h: (s: MemoryStatus) => void) {
+    this.handlers.add(h);
+    return () => void this.handlers.delete(h);
+  }
+  publish(status: MemoryStatus, gb: number) {
+    this.set(status, gb);
+    for (const h of this.handlers) h(status);
+  }
+}
 
 /** An engine that records relief calls (the only method relief uses). */
 function fakeEngine(opts: { fail?: boolean; gate?: Promise<void> } = {}) {
@@ -86,18 +100,24 @@ describe("memory relief", () => {
     expect(engine.calls).toEqual(["trim"]);
   });
 
-  test("start polls the monitor on its own timer; an engine without relieveMemory is left alone", async () => {
-    const monitor = new FakeMemoryMonitor();
+  test("start acts on the monitor's level changes, with no timer of its own; an engine without relieveMemory is left alone", async () => {
+    const monitor = new PublishingMonitor();
     const engine = fakeEngine();
-    const relief = createMemoryRelief({ monitor, engine, intervalMs: 10 });
+    const relief = createMemoryRelief({ monitor, engine });
     relief.start();
-    monitor.set("warning", 1.5);
-    const deadline = Date.now() + 5000;
-    while (engine.calls.length === 0 && Date.now() < deadline) await Bun.sleep(5);
-    relief.stop();
+    const settle = () => Bun.sleep(1); // the check a change started runs on its own
+    monitor.publish("warning", 1.5);
+    await settle();
     expect(engine.calls).toEqual(["drop"]);
+    monitor.publish("safe", 8);
+    await settle();
+    monitor.publish("caution", 2.5);
+    await settle();
+    expect(engine.calls).toEqual(["drop", "trim"]);
+    relief.stop();
+    expect(monitor.handlers.size).toBe(0);
 
-    const none = createMemoryRelief({ monitor, engine: {}, intervalMs: 10 });
+    const none = createMemoryRelief({ monitor, engine: {} });
     none.start();
     await none.check();
     none.stop();

@@ -1,7 +1,6 @@
 /** The memory guard inside the real createApp, with FakeEngine and FakeMemoryMonitor. */
 import { describe, expect, test } from "bun:test";
-import { guardStateFor } from "../../../src/memory/gate";
-import { memoryInfo } from "../../../src/memory/health";
+import { memoryInfo } from "../../../src/lifecycle/memory-info";
 import type { MemoryStatus } from "../../../src/memory/types";
 import { chunkText, makeApp, parseSse, postMessages, readSse, request, simpleBody, type Harness } from "../app/harness";
 
@@ -10,10 +9,10 @@ function harness(status: MemoryStatus = "safe", gb = 12, script?: Parameters<typ
   let h!: Harness;
   h = makeApp({
     ...script,
-    deps: { onEmergency: (r) => emergencies.push(r), memoryInfo: () => memoryInfo({ monitor: h.memory }) },
+    deps: { onEmergency: (r) => emergencies.push(r), memoryInfo: () => memoryInfo({ monitor: h.memory, state: h.state }) },
   });
   h.memory.set(status, gb);
-  return { ...h, emergencies, state: guardStateFor(h.memory) };
+  return { ...h, emergencies };
 }
 
 const headersOf = (r: Response) => [r.headers.get("x-memory-status"), r.headers.get("x-available-memory-gb")];

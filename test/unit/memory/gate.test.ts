@@ -1,17 +1,10 @@
 import { describe, expect, test } from "bun:test";
-import { ServiceUnavailableError } from "../../../src/anthropic/errors";
-import {
-  GuardState,
-  admit,
-  emergencyMemoryError,
-  estimateKvBytes,
-  estimatePromptTokens,
-  fitsWholeContext,
-  gateAction,
-  guardStateFor,
-  lowMemoryError,
-  shuttingDownError,
-} from "../../../src/memory/gate";
+import { mapError } from "../../../src/anthropic/errors";
+import { estimatePromptTokens, messagesKvDemand } from "../../../src/anthropic/estimate";
+import { ServiceUnavailableError } from "../../../src/http/errors";
+import { admissionError, emergencyMemoryError, lowMemoryError, shuttingDownError } from "../../../src/http/memory-guard";
+import { GuardState } from "../../../src/lifecycle/guard-state";
+import { admit, estimateKvBytes, fitsWholeContext, gateAction } from "../../../src/memory/gate";
 import { BYTES_PER_GB } from "../../../src/memory/levels";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 
@@ -30,7 +23,8 @@ describe("refusal errors", () => {
     for (const err of [lowMemoryError(0.8, 1, 120), emergencyMemoryError(0.3, 5), shuttingDownError("memory emergency", 5)]) {
       expect(err).toBeInstanceOf(ServiceUnavailableError);
       expect(err.status).toBe(503);
-      expect(err.errorType).toBe("overloaded_error");
+      expect(err.kind).toBe("overloaded");
+      expect(mapError(err, null).body.error.type).toBe("overloaded_error");
       expect(err.headers["x-should-retry"]).toBe("true");
       expect(Number(err.headers["retry-after"])).toBeLessThanOrEqual(60);
     }
@@ -54,6 +48,12 @@ describe("KV-cache estimate", () => {
     expect(estimatePromptTokens(body)).toBe(6);
     expect(estimatePromptTokens(null)).toBe(0);
   });
+  test("the Messages demand: prompt + max_tokens; none for count_tokens or without max_tokens", () => {
+    const body = { max_tokens: 10, messages: [{ role: "user", content: "abcdef" }] };
+    expect(messagesKvDemand(body, "/v1/messages")).toEqual({ promptTokens: 4, maxTokens: 10 });
+    expect(messagesKvDemand(body, "/v1/messages/count_tokens")).toBeNull();
+    expect(messagesKvDemand({ messages: [] }, "/v1/messages")).toBeNull();
+  });
 });
 
 describe("admit", () => {
@@ -62,10 +62,12 @@ describe("admit", () => {
   test("both sides of the Critical boundary (1 GB by default)", () => {
     const m = new FakeMemoryMonitor({ status: "caution", availableGb: 2.5 });
     expect(admit(m, 1.49 * GB)).toBeNull(); // leaves 1.01 GB: Warning
-    const err = admit(m, 1.5 * GB); // leaves exactly 1 GB: Critical
+    const refusal = admit(m, 1.5 * GB); // leaves exactly 1 GB: Critical
+    expect(refusal).toEqual({ needGb: 1.5, availableGb: 2.5, criticalGb: 1 });
+    const err = admissionError(refusal!.needGb, refusal!.availableGb, refusal!.criticalGb, "Retry later.");
     expect(err).toBeInstanceOf(ServiceUnavailableError);
-    expect(err!.message).toContain("2.50 GB available");
-    expect(err!.message).toContain("1.50 GB of KV cache");
+    expect(err.message).toContain("2.50 GB available");
+    expect(err.message).toContain("1.50 GB of KV cache");
   });
 
   test("follows custom thresholds", () => {
@@ -88,12 +90,6 @@ describe("admit", () => {
 });
 
 describe("GuardState", () => {
-  test("one per monitor unless given", () => {
-    const m = new FakeMemoryMonitor();
-    expect(guardStateFor(m)).toBe(guardStateFor(m));
-    expect(guardStateFor(new FakeMemoryMonitor())).not.toBe(guardStateFor(m));
-  });
-
   test("stopAccepting keeps the first reason", () => {
     const s = new GuardState();
     expect(s.accepting()).toBe(true);

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, jest, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +8,11 @@ import type { MemoryStatus } from "../../../src/memory/types";
 import { ManualClock, RecordingLogger, ScriptedSource, withPressure } from "../../support/memory-kit";
 
 const started: SampledMemoryMonitor[] = [];
+
+// Lets a sample started by a fired timer finish (its read is a resolved promise chain).
+async function settle(): Promise<void> {
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+}
 afterEach(() => {
   for (const m of started.splice(0)) m.stop();
 });
@@ -292,17 +297,27 @@ describe("history, configuration and the sampler timer", () => {
   });
 
   test("start() takes a first sample, then samples in the background until stop()", async () => {
-    const source = new ScriptedSource(8);
-    const monitor = createMemoryMonitor({ source, intervalMs: 250, log: new RecordingLogger() });
-    started.push(monitor);
-    await monitor.start();
-    expect(source.reads).toBe(1);
-    expect(monitor.checkStatus()).toBe("safe");
-    while (source.reads < 3) await Bun.sleep(20); // the timer keeps sampling on its own
-    monitor.stop();
-    const during = source.reads;
-    await Bun.sleep(600);
-    expect(source.reads).toBe(during);
+    // Fake timers drive the sampler's interval: no wall-clock sleeps.
+    jest.useFakeTimers();
+    try {
+      const source = new ScriptedSource(8);
+      const monitor = createMemoryMonitor({ source, intervalMs: 250, log: new RecordingLogger() });
+      started.push(monitor);
+      await monitor.start();
+      expect(source.reads).toBe(1);
+      expect(monitor.checkStatus()).toBe("safe");
+      for (let i = 0; i < 2; i++) {
+        jest.advanceTimersByTime(250);
+        await settle();
+      }
+      expect(source.reads).toBe(3);
+      monitor.stop();
+      jest.advanceTimersByTime(2500);
+      await settle();
+      expect(source.reads).toBe(3);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 
   test("the sampler's timer is unref'd: a started monitor never keeps the process alive", async () => {
@@ -378,5 +393,27 @@ console.log(m.checkStatus());`;
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("level changes", () => {
+  test("onLevelChange fires after a sample that changed checkStatus(), pressures included; unsubscribe stops it", async () => {
+    const clock = new ManualClock();
+    const source = new ScriptedSource(8);
+    let remote: MemoryStatus = "safe";
+    const monitor = createMemoryMonitor({ source, now: clock.now, log: new RecordingLogger(), pressures: [{ checkStatus: () => remote }] });
+    const seen: MemoryStatus[] = [];
+    const off = monitor.onLevelChange((s) => seen.push(s));
+    await monitor.sampleNow();
+    await monitor.sampleNow();
+    source.set(1.5);
+    await monitor.sampleNow();
+    remote = "critical";
+    await monitor.sampleNow();
+    expect(seen).toEqual(["safe", "warning", "critical"]);
+    off();
+    remote = "safe";
+    await monitor.sampleNow();
+    expect(seen).toHaveLength(3);
   });
 });

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEMO_MODEL_ID } from "../../../src/cli/demo-model";
+import { DEMO_MODEL_ID } from "../../../src/models/demo-model";
 import { ModelPrepareError, type PrepareOptions, prepareModel } from "../../../src/models/prepare";
 import { REPO, testPython } from "../../support/server-process";
 

@@ -11,7 +11,8 @@ import type {
 import { createUpstreamEngine, splitUpstream } from "../../../src/upstream/index";
 import { OpenAIUpstreamEngine } from "../../../src/upstream/openai-engine";
 import { RoutingEngine } from "../../../src/upstream/router";
-import { parseRouteSpec, patternMatches, pickRoute } from "../../../src/upstream/routes";
+import { patternMatches } from "../../../src/engine/patterns";
+import { parseRouteSpec, pickRoute } from "../../../src/upstream/routes";
 import { collect, fakeUpstream, fixture, json, streamResponse } from "./fake-upstream";
 
 /** A minimal engine that records what it was asked and answers with its name. */
@@ -151,7 +152,7 @@ describe("createUpstreamEngine", () => {
       apiKey: "k",
       routes: "haiku=http://small:8001/v1,opus=#huge",
       fetch: up.fetch,
-      logger: { info: () => {}, warn: () => {} },
+      logger: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
       timeouts: { probeMs: 1000 },
     });
     expect(e).toBeInstanceOf(RoutingEngine);

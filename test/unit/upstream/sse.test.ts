@@ -69,3 +69,25 @@ describe("SseDecoder", () => {
     }
   });
 });
+
+describe("SseDecoder line cap", () => {
+  test("an over-long line is dropped and reported; the events around it survive", () => {
+    const seen: number[] = [];
+    const d = new SseDecoder({ maxLineLength: 32, onOverflow: (o) => seen.push(o.length) });
+    const items = [
+      ...d.push(enc.encode(`data: a\n\ndata: ${"x".repeat(100)}\n\n`)),
+      ...d.push(enc.encode("data: b\n\n")),
+      ...d.end(),
+    ];
+    expect(items).toEqual([
+      { kind: "event", event: "message", data: "a" },
+      { kind: "event", event: "message", data: "b" },
+    ]);
+    expect(seen).toHaveLength(1);
+  });
+
+  test("without onOverflow an over-long line throws", () => {
+    const d = new SseDecoder({ maxLineLength: 8 });
+    expect(() => d.push(enc.encode(`data: ${"y".repeat(20)}\n`))).toThrow(/longer than the limit/);
+  });
+});

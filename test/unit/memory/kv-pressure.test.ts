@@ -1,8 +1,10 @@
 import { describe, expect, test } from "bun:test";
-import type { MemoryMonitor, MemoryStatus } from "../../../src/memory/types";
-import { DEFAULT_THRESHOLDS } from "../../../src/memory/types";
-import { UpstreamKvPoller, kvStatus, parseKvUsage, withKvPressure } from "../../../src/upstream/kv-pressure";
-import { connectionRefused, fakeUpstream } from "./fake-upstream";
+import { KvPressurePoller, kvStatus, parseKvUsage } from "../../../src/memory/kv-pressure";
+import { createMemoryMonitor } from "../../../src/memory/monitor";
+import type { MemoryStatus } from "../../../src/memory/types";
+import { ManualClock, RecordingLogger, ScriptedSource } from "../../support/memory-kit";
+import { upstreamMetrics } from "../../../src/upstream/kv-pressure";
+import { connectionRefused, fakeUpstream } from "../upstream/fake-upstream";
 
 const VLLM_METRICS = `# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
 # TYPE vllm:num_requests_waiting gauge
@@ -33,7 +35,8 @@ describe("KV usage from /metrics", () => {
       if (down) throw connectionRefused();
       return new Response(VLLM_METRICS);
     });
-    const kv = new UpstreamKvPoller({ baseUrl: "http://gpu:8000/v1", apiKey: "k", fetch: up.fetch, intervalMs: 1000, now: () => clock });
+    const metrics = upstreamMetrics({ baseUrl: "http://gpu:8000/v1", apiKey: "k", fetch: up.fetch });
+    const kv = new KvPressurePoller({ metrics, intervalMs: 1000, now: () => clock });
     await kv.poll();
     expect(up.requests[0]?.url).toBe("http://gpu:8000/metrics");
     expect(up.requests[0]?.headers.get("authorization")).toBe("Bearer k");
@@ -46,25 +49,21 @@ describe("KV usage from /metrics", () => {
     expect(kv.checkStatus()).toBe("safe");
   });
 
-  test("withKvPressure raises the local status, and keeps the rest of the monitor", () => {
-    let local: MemoryStatus = "safe";
+  test("a pressure source raises the monitor's status; the GB figures stay the local reading's", async () => {
     let remote: MemoryStatus = "warning";
-    const monitor = {
-      checkStatus: () => local,
-      availableGb: () => 12,
-      thresholds: () => DEFAULT_THRESHOLDS,
-      describe() {
-        return `linux ${this.availableGb()}`;
-      },
-    } satisfies MemoryMonitor & { describe(): string };
-    const m = withKvPressure(monitor, { checkStatus: () => remote });
-    expect(m.checkStatus()).toBe("warning");
-    local = "critical";
-    expect(m.checkStatus()).toBe("critical");
+    const clock = new ManualClock();
+    const monitor = createMemoryMonitor({
+      source: new ScriptedSource(12),
+      now: clock.now,
+      log: new RecordingLogger(),
+      pressures: [{ checkStatus: () => remote }],
+    });
+    await monitor.sampleNow();
+    expect(monitor.checkStatus()).toBe("warning");
     remote = "safe";
-    local = "caution";
-    expect(m.checkStatus()).toBe("caution");
-    expect(m.availableGb()).toBe(12);
-    expect(m.describe()).toBe("linux 12");
+    expect(monitor.checkStatus()).toBe("safe");
+    remote = "critical";
+    expect(monitor.checkStatus()).toBe("critical");
+    expect(monitor.availableGb()).toBe(12);
   });
 });

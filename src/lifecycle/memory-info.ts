@@ -1,6 +1,6 @@
 /** The memory fields of /health (the engine's own stats, MLX memory included, sit beside them). */
-import { guardStateFor, type GuardState, type ShutdownPhase } from "./gate";
-import type { MemoryMonitor, MemoryStatus, MemoryThresholds } from "./types";
+import type { MemoryMonitor, MemoryStatus, MemoryThresholds } from "../memory/types";
+import type { GuardState, ShutdownPhase } from "./guard-state";
 
 /** The memory part of /health. */
 export type MemoryHealthFields = {
@@ -23,8 +23,8 @@ export type MemoryHealthFields = {
 /** What memoryInfo reads. */
 export interface MemoryInfoDeps {
   monitor: MemoryMonitor & { sampleAgeMs?: () => number; source?: { name: string } };
-  /** Default: guardStateFor(monitor). */
-  state?: GuardState;
+  /** The guard's accepting flag, drain state and in-flight registry. */
+  state: GuardState;
   /** Epoch ms, for the drain's time left; default Date.now. */
   now?: () => number;
 }
@@ -33,8 +33,7 @@ const round = (n: number) => Math.round(n * 1000) / 1000;
 
 /** The memory fields for /health, from the last sample: cheap and synchronous. */
 export function memoryInfo(deps: MemoryInfoDeps): MemoryHealthFields {
-  const { monitor } = deps;
-  const state = deps.state ?? guardStateFor(monitor);
+  const { monitor, state } = deps;
   const gb = monitor.availableGb();
   const memory: MemoryHealthFields = {
     status: monitor.checkStatus(),

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { GuardState } from "../../../src/memory/gate";
-import { memoryInfo } from "../../../src/memory/health";
+import { GuardState } from "../../../src/lifecycle/guard-state";
+import { memoryInfo } from "../../../src/lifecycle/memory-info";
 import { createMemoryMonitor } from "../../../src/memory/monitor";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 import { ManualClock, RecordingLogger, ScriptedSource } from "../../support/memory-kit";
@@ -24,11 +24,12 @@ describe("memoryInfo", () => {
   test("adds sample age and source for the sampled monitor; null GB before the first sample", async () => {
     const clock = new ManualClock();
     const monitor = createMemoryMonitor({ source: new ScriptedSource(6), now: clock.now, log: new RecordingLogger() });
-    expect(memoryInfo({ monitor }).available_gb).toBeNull();
-    expect(memoryInfo({ monitor }).sample_age_ms).toBeNull();
+    const state = new GuardState();
+    expect(memoryInfo({ monitor, state }).available_gb).toBeNull();
+    expect(memoryInfo({ monitor, state }).sample_age_ms).toBeNull();
     await monitor.sampleNow();
     clock.advance(120);
-    const info = memoryInfo({ monitor });
+    const info = memoryInfo({ monitor, state });
     expect(info.available_gb).toBe(6);
     expect(info.sample_age_ms).toBe(120);
     expect(info.source).toBe("scripted");

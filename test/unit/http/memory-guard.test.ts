@@ -1,13 +1,15 @@
 /**
  * The memory guard on a small Elysia app shaped like createApp (global onError with
- * mapError, request ids, auth, validated routes, an SSE generator).
+ * mapError, the request scope, auth, validated routes, an SSE generator).
  */
 import { describe, expect, test } from "bun:test";
 import { Elysia, sse, t } from "elysia";
 import { AuthenticationError, mapError, newRequestId } from "../../../src/anthropic/errors";
-import { requestId, requestIdOf } from "../../../src/http/request-id";
-import { GuardState } from "../../../src/memory/gate";
-import { memoryGuard, type MemoryGuardOptions } from "../../../src/memory/plugin";
+import { ADMISSION_HINT, messagesKvDemand } from "../../../src/anthropic/estimate";
+import { errorEvent } from "../../../src/anthropic/stream";
+import { memoryGuard, type MemoryGuardOptions } from "../../../src/http/memory-guard";
+import { requestScope } from "../../../src/http/request-scope";
+import { GuardState } from "../../../src/lifecycle/guard-state";
 import type { MemoryStatus } from "../../../src/memory/types";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 import { RecordingLogger } from "../../support/memory-kit";
@@ -37,15 +39,26 @@ function makeApp(opts: Partial<MemoryGuardOptions> & { status?: MemoryStatus; gb
   const state = opts.state ?? new GuardState();
   const valve = opts.valve ?? new Valve();
   const handled: string[] = [];
-  const guard: MemoryGuardOptions = { monitor, log, state, onEmergency: (r) => emergencies.push(r), ...opts };
+  const scope = requestScope(newRequestId);
+  const guard: MemoryGuardOptions = {
+    monitor,
+    log,
+    state,
+    scope,
+    estimate: messagesKvDemand,
+    admissionHint: ADMISSION_HINT,
+    streamError: (reason, id) => sse(errorEvent("overloaded_error", reason, id)),
+    onEmergency: (r) => emergencies.push(r),
+    ...opts,
+  };
   const app = new Elysia()
-    .onError({ as: "global" }, ({ error, set }) => {
-      const mapped = mapError(error, requestIdOf(set) ?? newRequestId());
+    .use(scope)
+    .onError({ as: "global" }, ({ error, set, requestId }) => {
+      const mapped = mapError(error, requestId);
       set.status = mapped.status;
       Object.assign(set.headers, mapped.headers);
       return mapped.body;
     })
-    .use(requestId())
     .use(memoryGuard(guard))
     .onBeforeHandle({ as: "global" }, ({ request, path }) => {
       if (path.startsWith("/v1/") && request.headers.get("x-api-key") !== "k") throw new AuthenticationError();
