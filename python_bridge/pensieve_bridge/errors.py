@@ -24,7 +24,7 @@ def bad_request(message: str) -> WorkerError:
 
 
 def prompt_too_long(tokens: int, maximum: int) -> WorkerError:
-    # Anthropic's exact wording: Claude Code reacts to it by compacting.
+    # Numbers and a neutral message: the server words it for its API's clients.
     return WorkerError("prompt_too_long",
-                       f"prompt is too long: {tokens} tokens > {maximum} maximum",
+                       f"prompt has {tokens} tokens; the context holds {maximum}",
                        prompt_tokens=tokens, max_context=maximum)

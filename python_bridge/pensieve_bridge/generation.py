@@ -13,7 +13,6 @@ from .sampling import FALLBACK
 from .prompt_cache import common_prefix
 from .splitter import OutputSplitter
 from .stops import StopMatcher
-from .toolcalls import new_call_id
 
 
 class Host(Protocol):
@@ -64,7 +63,30 @@ def parse_prompt(msg: dict) -> tuple[list, Optional[list], Optional[bool]]:
     thinking = msg.get("enable_thinking")
     if thinking is not None and not isinstance(thinking, bool):
         raise bad_request("enable_thinking must be a boolean")
+    _check_continue_final(msg.get("continue_final"), messages[-1])
     return messages, tools or None, thinking
+
+
+def _continuable(last: dict) -> bool:
+    content = last.get("content")
+    return (last.get("role") == "assistant" and not last.get("tool_calls")
+            and isinstance(content, str) and bool(content.strip()))
+
+
+def _check_continue_final(flag: Any, last: dict) -> None:
+    """The server decides what is a prefill (its API's rules); the worker only follows.
+
+    Rendering continues a final assistant message with text and no tool calls (model.py), so
+    an explicit flag must agree with that shape. Absent (older servers, direct callers): the
+    shape alone decides, as it always did."""
+    if flag is None:
+        return
+    if not isinstance(flag, bool):
+        raise bad_request("continue_final must be a boolean")
+    if flag and not _continuable(last):
+        raise bad_request("continue_final needs a final assistant message with text and no tool calls")
+    if not flag and _continuable(last):
+        raise bad_request("a final assistant message with text is continued: send continue_final: true")
 
 
 def _int_or_none(val: Any) -> bool:
@@ -232,7 +254,8 @@ class TextOutput:
                 # Text held back by the stop matcher comes before the call.
                 self._delta(out, self.stops.flush())
                 self.calls += 1
-                out.append({"type": "tool_call", "id": self.gid, "call_id": new_call_id(),
+                # No call id: the server mints ids in its API's style.
+                out.append({"type": "tool_call", "id": self.gid,
                             "name": value["name"], "arguments": value["arguments"]})
         if final and self.matched is None:
             self._delta(out, self.stops.flush())

@@ -54,13 +54,11 @@ class LoadedModel:
                enable_thinking: Optional[bool] = None) -> list[int]:
         """Token ids of the prompt, rendered by the tokenizer's own chat template.
 
-        A final assistant message is a prefill: the model continues it (as Anthropic does).
+        A final assistant message with text and no tool calls is continued (continue_final in
+        the protocol says so; generation.parse_prompt checks the two agree). Which turns are
+        prefills, and dropping blank ones, is the server's decision, not the worker's.
         Roles or tools the template refuses or ignores are rewritten first (templates.py).
         """
-        if len(messages) > 1 and _is_blank_assistant(messages[-1]):
-            # An empty final assistant turn is no prefill (Anthropic allows it): a new turn.
-            # A lone empty assistant turn stays, so the conversation is never empty.
-            messages = messages[:-1]
         dialect = self.dialect()
         try:
             return self._render_native(*self.adapt(messages, tools, dialect), enable_thinking)
@@ -131,12 +129,6 @@ class LoadedModel:
         if isinstance(tpl, dict):
             tpl = " ".join(str(v) for v in tpl.values())
         return isinstance(tpl, str) and name in tpl
-
-
-def _is_blank_assistant(msg: Any) -> bool:
-    return (isinstance(msg, dict) and msg.get("role") == "assistant" and not msg.get("tool_calls")
-            and not str(msg.get("content") or "").strip()
-            and not str(msg.get("reasoning_content") or "").strip())
 
 
 def _prefill_of(messages: list) -> Optional[str]:

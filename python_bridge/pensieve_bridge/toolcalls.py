@@ -14,21 +14,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import secrets
-import string
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .jsonschema_lite import Invalid, conform
 
-_ALNUM = string.ascii_letters + string.digits
 LLAMA3_JSON = "llama3_json"
 PYTHON_TAG = "<|python_tag|>"
-
-
-def new_call_id() -> str:
-    """Anthropic-style tool-use id: toolu_ + 24 random letters/digits."""
-    return "toolu_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
 
 
 @dataclass

@@ -35,7 +35,7 @@ def test_a_slow_stream_sends_every_token_at_once():
 
 def test_other_events_flush_held_text_first_and_keep_the_order():
     sent, c = [], Coalescer("g", window=1.0)
-    call = {"type": "tool_call", "id": "g", "call_id": "toolu_x", "name": "Bash", "arguments": {}}
+    call = {"type": "tool_call", "id": "g", "name": "Bash", "arguments": {}}
     c.push(sent.append, [delta("a")], now=0.0)
     c.push(sent.append, [delta("b"), {"type": "thinking", "id": "g", "text": "t1"}], now=0.1)
     c.push(sent.append, [{"type": "thinking", "id": "g", "text": "t2"}, call, delta("c")], now=0.2)

@@ -24,8 +24,12 @@ def test_prompt_ends_with_the_prefill_and_no_new_turn(lm):
     assert text.count("<|im_start|>assistant") == 1
 
 
-def test_blank_final_assistant_turn_is_no_prefill(lm):
-    assert lm.render(USER + [{"role": "assistant", "content": ""}]) == lm.render(USER)
+def test_blank_final_assistant_turn_is_not_continued_nor_dropped(lm):
+    # Dropping a blank final turn is the server's rule (anthropic/translate.ts), not the worker's:
+    # the worker renders what it is sent, and a blank turn is no prefill.
+    text = text_of(lm, lm.render(USER + [{"role": "assistant", "content": ""}]))
+    assert text.endswith("<|im_start|>assistant\n")
+    assert text.count("<|im_start|>assistant") == 2
 
 
 def test_a_lone_blank_assistant_turn_still_renders(lm):
@@ -55,13 +59,24 @@ def test_template_that_cannot_continue_falls_back_to_appending(lm, monkeypatch):
     assert by_hand == lm.render(WITH_PREFILL)
 
 
+def test_continue_final_must_agree_with_the_messages(worker):
+    for fields in ({"messages": USER, "continue_final": True},
+                   {"messages": WITH_PREFILL, "continue_final": False},
+                   {"messages": WITH_PREFILL, "continue_final": "yes"}):
+        reply = worker.request("count_tokens", **fields)
+        assert reply["type"] == "error" and reply["code"] == "bad_request", reply
+
+
 def test_count_tokens_and_greedy_output_follow_the_prefill(worker):
-    plain = worker.request("count_tokens", messages=USER)["input_tokens"]
-    pre = worker.request("count_tokens", messages=WITH_PREFILL)["input_tokens"]
+    plain = worker.request("count_tokens", messages=USER, continue_final=False)["input_tokens"]
+    pre = worker.request("count_tokens", messages=WITH_PREFILL, continue_final=True)["input_tokens"]
     assert pre > plain  # the generation prompt plus the prefill's tokens
+    # Without the flag (older servers) the shape alone decides, as before.
+    assert worker.request("count_tokens", messages=WITH_PREFILL)["input_tokens"] == pre
 
     def gen(messages):
-        msgs = worker.generate(messages=messages, max_tokens=12, temperature=0)
+        flag = messages[-1]["role"] == "assistant"
+        msgs = worker.generate(messages=messages, max_tokens=12, temperature=0, continue_final=flag)
         started, done = msgs[0], msgs[-1]
         assert started["type"] == "started" and done["type"] == "done", msgs[-1]
         return started["prompt_tokens"], "".join(m["text"] for m in msgs if m["type"] == "delta")

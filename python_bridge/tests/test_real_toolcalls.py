@@ -69,9 +69,9 @@ def test_auto_call_then_answer_from_the_result(qwen_worker):
     call = calls[0]
     history = ASK + [
         {"role": "assistant", "content": "", "tool_calls": [
-            {"id": call["call_id"], "type": "function",
+            {"id": "toolu_01", "type": "function",
              "function": {"name": "get_weather", "arguments": call["arguments"]}}]},
-        {"role": "tool", "tool_call_id": call["call_id"], "content": "Sunny, 22 degrees Celsius"}]
+        {"role": "tool", "tool_call_id": "toolu_01", "content": "Sunny, 22 degrees Celsius"}]
     second = generate(qwen_worker, messages=history, tools=WEATHER, max_tokens=40, temperature=0)
     again = [(c["name"], c["arguments"]) for c in second if c["type"] == "tool_call"]
     if again:

@@ -60,16 +60,16 @@ def test_claude_code_prompt_gives_the_bash_call_then_a_tool_result_turn(tworker)
         ["started", "tool_call", "done"]
     call = calls_of(first)[0]
     assert call["name"] == "Bash" and call["arguments"] == mtool.TOOL_INPUT
-    assert call["call_id"].startswith("toolu_") and len(call["call_id"]) == 30
+    assert "call_id" not in call  # the server mints tool_use ids
     done = first[-1]
     assert done["finish_reason"] == "tool_calls" and done["completion_tokens"] == 4
     # Turn 2: the call and its result in the history. The model calls again
     # (position-independent); claude -p --max-turns 2 stops there.
     history = messages + [
         {"role": "assistant", "content": "", "tool_calls": [
-            {"id": call["call_id"], "type": "function",
+            {"id": "toolu_01", "type": "function",
              "function": {"name": "Bash", "arguments": call["arguments"]}}]},
-        {"role": "tool", "tool_call_id": call["call_id"], "content": "pensieve-tool-ok\n"}]
+        {"role": "tool", "tool_call_id": "toolu_01", "content": "pensieve-tool-ok\n"}]
     second = tworker.generate(messages=history, tools=tools, max_tokens=64, temperature=0)
     assert second[0]["cached_tokens"] > 0
     assert calls_of(second)[0]["arguments"] == mtool.TOOL_INPUT

@@ -95,6 +95,16 @@ function validationMessage(err: ValidationError): string {
   return path ? `${path}: ${first.message}` : first.message;
 }
 
+/**
+ * Anthropic's wording for a prompt that does not fit: Claude Code compacts on "prompt is too
+ * long". Without numbers (an upstream that did not state them) the backend's own words follow.
+ */
+export function promptTooLongMessage(err: PromptTooLongError): string {
+  if (err.promptTokens !== undefined && err.maxTokens !== undefined)
+    return `prompt is too long: ${err.promptTokens} tokens > ${err.maxTokens} maximum`;
+  return `prompt is too long${err.detail ? `: ${err.detail}` : ""}`;
+}
+
 /** Maps any thrown value to Anthropic's error response parts. Unknown errors become a 500. */
 export function mapError(err: unknown, requestId: string | null): MappedError {
   // Elysia wraps errors thrown by parsers (our body limit) in ParseError; unwrap typed ones.
@@ -109,8 +119,8 @@ export function mapError(err: unknown, requestId: string | null): MappedError {
   if (err instanceof ValidationError) return build(400, "invalid_request_error", validationMessage(err));
   if (err instanceof ParseError) return build(400, "invalid_request_error", "Invalid request body: malformed JSON");
   if (err instanceof NotFoundError) return build(404, "not_found_error", "Not found");
-  // PromptTooLongError's message is Anthropic's wording already ("prompt is too long: N tokens > M maximum").
-  if (err instanceof PromptTooLongError || err instanceof EngineBadRequestError) return build(400, "invalid_request_error", err.message);
+  if (err instanceof PromptTooLongError) return build(400, "invalid_request_error", promptTooLongMessage(err));
+  if (err instanceof EngineBadRequestError) return build(400, "invalid_request_error", err.message);
   if (err instanceof EngineOverloadedError)
     return build(529, "overloaded_error", err.message || "Overloaded", retryHeaders(err.retryAfterSeconds));
   if (err instanceof EngineTimeoutError)

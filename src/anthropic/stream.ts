@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import type { EngineEvent, FinishReason } from "../engine/types";
-import { type AnthropicErrorType, errorBody } from "./errors";
+import { type AnthropicErrorType, errorBody, newId } from "./errors";
 import type { StopReasonT, UsageT } from "./schemas";
 
 /** One SSE event: `event:` line plus JSON `data:` payload (whose `type` repeats the event). */
@@ -73,6 +73,12 @@ export function thinkingSignature(text: string): string {
 export function errorEvent(type: AnthropicErrorType, message: string, requestId: string | null = null): SseEvent {
   return { event: "error", data: { ...errorBody(type, message, requestId) } };
 }
+
+/**
+ * A tool_use id in Anthropic's style (toolu_ + 24 base62 characters). Minted here, for every
+ * backend, so that clients see one id format whichever engine produced the call.
+ */
+export const newToolUseId = (): string => newId("toolu_");
 
 const pingEvent = (): SseEvent => ({ event: "ping", data: { type: "ping" } });
 
@@ -198,7 +204,7 @@ export class StreamConverter {
     this.index++;
     out.push({
       event: "content_block_start",
-      data: { type: "content_block_start", index: this.index, content_block: { type: "tool_use", id: ev.id, name: ev.name, input: {} } },
+      data: { type: "content_block_start", index: this.index, content_block: { type: "tool_use", id: newToolUseId(), name: ev.name, input: {} } },
     });
     for (const part of jsonFragments(JSON.stringify(ev.arguments ?? {})))
       out.push(this.delta({ type: "input_json_delta", partial_json: part }));

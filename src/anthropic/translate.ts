@@ -302,7 +302,12 @@ function translate(req: CountTokensRequestT, opts: TranslateOptions): { input: P
   });
   if (!ctx.out.length) throw new InvalidRequestError("messages: no message has content the served model can read");
   const messages = ctx.out.map(finishDraft);
+  // The breakpoint is placed before the prefill rules may drop the last message, then kept in range.
+  let cachePrefix = cachePrefixOf(ctx, messages);
+  const continueFinal = applyPrefillRules(messages);
+  if (cachePrefix && cachePrefix.messages > messages.length) cachePrefix = { messages: messages.length };
   const input: PromptInput = { model: opts.model, messages };
+  if (continueFinal) input.continueFinal = true;
   if (opts.requestedModel) input.requestedModel = opts.requestedModel;
   const tools = translateTools(req.tools);
   if (tools) input.tools = tools;
@@ -311,8 +316,28 @@ function translate(req: CountTokensRequestT, opts: TranslateOptions): { input: P
   else if (thinking === "disabled") input.enableThinking = false;
   // count_tokens refuses a hopeless size up front, as /v1/messages does.
   if (opts.contextLength) refuseHopeless(input, opts.contextLength);
-  const cachePrefix = cachePrefixOf(ctx, messages);
   return cachePrefix ? { input, cachePrefix } : { input };
+}
+
+// Blank as Python's str.strip() sees it (JS trim differs on \x1c-\x1f, \x85 and \ufeff): the
+// worker, and transformers' continue_final_message, find the prefill by its stripped text, so
+// both sides must agree on what is blank.
+const PY_BLANK = /^[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$/;
+const isBlank = (s: string | undefined): boolean => !s || PY_BLANK.test(s);
+
+/**
+ * Anthropic's prefill rules, applied here for every backend (engines only follow the flag).
+ * A final assistant turn with nothing in it (no text, reasoning or tool calls) is no prefill
+ * but a request for a new turn: dropped, unless it is the only message (a conversation is
+ * never empty). A final assistant turn with text and no tool calls is a prefill the model
+ * continues: returns true. Drops in place.
+ */
+export function applyPrefillRules(messages: ChatMessage[]): boolean {
+  const last = messages.at(-1);
+  if (!last || last.role !== "assistant" || last.tool_calls?.length) return false;
+  if (!isBlank(last.content)) return true;
+  if (messages.length > 1 && isBlank(last.reasoning_content)) messages.pop();
+  return false;
 }
 
 /** System + messages + tools + thinking: what both generate and count_tokens render. */

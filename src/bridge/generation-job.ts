@@ -69,6 +69,8 @@ export function generatePayload(req: GenerateRequest): Record<string, unknown> {
     messages: req.messages,
     tools: req.tools,
     enable_thinking: req.enableThinking,
+    // Always sent: the worker follows it instead of guessing a prefill from the messages.
+    continue_final: req.continueFinal === true,
     max_tokens: req.maxTokens,
     temperature: req.temperature,
     top_p: req.topP,
@@ -126,10 +128,9 @@ function toolCallEvent(msg: WorkerMessage): EngineEvent {
       args = { raw: args };
     }
   }
-  const id = typeof msg.call_id === "string" && msg.call_id ? msg.call_id : `toolu_${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
+  // No id: the API layer mints tool_use ids (an older worker's call_id is ignored).
   return {
     type: "tool_call",
-    id,
     name: typeof msg.name === "string" ? msg.name : "",
     arguments: typeof args === "object" && args !== null && !Array.isArray(args) ? (args as Record<string, unknown>) : {},
   };

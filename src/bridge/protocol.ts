@@ -112,7 +112,8 @@ export function engineErrorFromReply(msg: WorkerMessage): EngineError {
       if (Number.isFinite(promptTokens) && Number.isFinite(maxContext)) {
         return new PromptTooLongError(promptTokens, maxContext);
       }
-      return new EngineBadRequestError(message);
+      // Still a prompt-too-long (clients compact on it), with the worker's words as the detail.
+      return new PromptTooLongError(undefined, undefined, message);
     }
     case "bad_request":
       return new EngineBadRequestError(message);

@@ -80,7 +80,8 @@ export function counterLoadFields(o: MlxEngineOptions): Record<string, unknown> 
 
 /** The prompt fields shared by `generate` and `count_tokens`. */
 export function promptFields(input: PromptInput): Record<string, unknown> {
-  return { messages: input.messages, tools: input.tools, enable_thinking: input.enableThinking };
+  // continue_final is always sent: the worker then follows it instead of guessing from the shape.
+  return { messages: input.messages, tools: input.tools, enable_thinking: input.enableThinking, continue_final: input.continueFinal === true };
 }
 
 /** How the worker runs the model, from `loaded` (null where an older worker does not say). */

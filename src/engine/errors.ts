@@ -6,13 +6,22 @@ export class EngineError extends Error {
   }
 }
 
-/** The rendered prompt cannot fit the model's context. */
+/**
+ * The rendered prompt cannot fit the model's context. The message is neutral (numbers only);
+ * the API layer words it for its clients. A backend that refuses without saying how many
+ * tokens the prompt has (an upstream's own wording) leaves the numbers unset and gives `detail`.
+ */
 export class PromptTooLongError extends EngineError {
   constructor(
-    readonly promptTokens: number,
-    readonly maxTokens: number,
+    readonly promptTokens?: number,
+    readonly maxTokens?: number,
+    readonly detail?: string,
   ) {
-    super(`prompt is too long: ${promptTokens} tokens > ${maxTokens} maximum`);
+    super(
+      promptTokens !== undefined && maxTokens !== undefined
+        ? `prompt has ${promptTokens} tokens; the context holds ${maxTokens}`
+        : `prompt does not fit the context${detail ? `: ${detail}` : ""}`,
+    );
   }
 }
 

@@ -41,6 +41,12 @@ export interface PromptInput {
   tools?: ToolSpec[];
   /** Ask templates that support it (Qwen3) to think, or not. */
   enableThinking?: boolean;
+  /**
+   * The last message is an assistant message with text and no tool calls that the model
+   * continues (a prefill) instead of answering in a new turn. Set by the API translation,
+   * which owns the dialect's prefill rules; engines only follow it.
+   */
+  continueFinal?: boolean;
 }
 
 /**
@@ -78,7 +84,8 @@ export type EngineEvent =
   | { type: "progress"; processed: number; total: number }
   | { type: "text"; text: string }
   | { type: "thinking"; text: string }
-  | { type: "tool_call"; id: string; name: string; arguments: Record<string, unknown> }
+  // No id: the API layer mints one in its own style (src/anthropic), so every backend's calls look alike.
+  | { type: "tool_call"; name: string; arguments: Record<string, unknown> }
   | {
       type: "done";
       finishReason: FinishReason;

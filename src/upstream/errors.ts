@@ -164,8 +164,8 @@ export function mapUpstreamStatus(status: number, headers: Headers, body: string
       return new PromptTooLongError(c.promptTokens, c.maxContext);
     }
     if (c.isContextError && /input|prompt|messages/i.test(message) && c.promptTokens === undefined) {
-      // Keep PromptTooLongError's wording ("prompt is too long") so clients still compact, even without numbers.
-      return new EngineBadRequestError(`prompt is too long: upstream says: ${message}`);
+      // Still a prompt that does not fit (clients compact on it), only without numbers.
+      return new PromptTooLongError(undefined, c.maxContext, `upstream says: ${message}`);
     }
     return new EngineBadRequestError(`upstream rejected the request (${status}): ${message}`);
   }

@@ -7,6 +7,7 @@ import type { EngineEvent, FinishReason } from "../engine/types";
 import type { OpenAIChunk, OpenAIToolCallDelta } from "./openai-types";
 import type { SseItem } from "./sse";
 
+// `id` is the upstream's own call id, used only to tell calls apart while they stream in.
 interface PendingCall {
   id: string;
   name: string;
@@ -41,7 +42,6 @@ export class ChunkAssembler {
   constructor(
     /** The stop sequences sent, to recognise which one ended generation. */
     private readonly stops: string[] = [],
-    private readonly makeId: () => string = () => `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`,
   ) {}
 
   /** True once `data: [DONE]` arrived. */
@@ -145,7 +145,8 @@ export class ChunkAssembler {
       const args = parseArguments(c.args);
       if (args && c.name) {
         validCalls++;
-        out.push({ type: "tool_call", id: c.id || this.makeId(), name: c.name, arguments: args });
+        // The upstream's id stays here: the API layer mints the id clients see.
+        out.push({ type: "tool_call", name: c.name, arguments: args });
       } else {
         // Never crash on a malformed call: show it to the user as text instead.
         out.push({ type: "text", text: `[invalid tool call ${c.name || "(unnamed)"}: ${c.args}]` });

@@ -71,7 +71,8 @@ export class UpstreamTokenCounter {
     const body: Record<string, unknown> = {
       ...(model !== undefined ? { model } : {}),
       messages: input.messages.map(toOpenAIMessage),
-      add_generation_prompt: true,
+      // A prefill is counted as the turn it continues, as generation renders it.
+      ...(input.continueFinal ? { continue_final_message: true, add_generation_prompt: false } : { add_generation_prompt: true }),
     };
     if (input.tools?.length) body.tools = input.tools;
     if (input.enableThinking !== undefined) body.chat_template_kwargs = { enable_thinking: input.enableThinking };

@@ -65,6 +65,13 @@ export function buildChatRequest(
   body.temperature = req.temperature ?? 1;
   if (req.topP !== undefined) body.top_p = req.topP;
   if (req.topK !== undefined && req.topK > 0) body.top_k = req.topK;
+  if (req.continueFinal) {
+    // A prefill: the assistant message stays last and is continued, not answered in a new turn.
+    // vLLM, SGLang and llama-server read both fields (vLLM and llama-server refuse the two true
+    // together); llama-server would also continue it unasked; servers that know neither ignore them.
+    body.continue_final_message = true;
+    body.add_generation_prompt = false;
+  }
   if (req.enableThinking !== undefined) {
     const kwargs = (extraBody.chat_template_kwargs as Record<string, unknown> | undefined) ?? {};
     body.chat_template_kwargs = { ...kwargs, enable_thinking: req.enableThinking };

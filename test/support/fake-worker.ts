@@ -231,7 +231,7 @@ async function generate(cmd: Cmd, state: Gen): Promise<void> {
   const maxTokens = Number(cmd.max_tokens ?? 16);
   const prompt = promptTokens(messages);
   if (what === "too_long") {
-    return void out({ type: "error", id, code: "prompt_too_long", message: "too long", prompt_tokens: 5000, max_context: 2048 });
+    return void out({ type: "error", id, code: "prompt_too_long", message: "prompt has 5000 tokens; the context holds 2048", prompt_tokens: 5000, max_context: 2048 });
   }
   if (what === "bad") return void out({ type: "error", id, code: "bad_request", message: "temperature out of range" });
   if (what === "internal") return void out({ type: "error", id, code: "internal", message: "metal exploded" });
@@ -270,7 +270,6 @@ async function generate(cmd: Cmd, state: Gen): Promise<void> {
   out({ type: "done", id, finish_reason: reason, stop_sequence: null, prompt_tokens: prompt, completion_tokens: emitted, cached_tokens: cached, cache_created_tokens: created });
 }
 
-let callSeq = 0;
 async function toolOrThink(cmd: Cmd, state: Gen, what: string, prompt: number, cached: number, created: number): Promise<void> {
   const id = cmd.id;
   const done = (finish_reason: string, completion_tokens: number): void => {
@@ -288,8 +287,8 @@ async function toolOrThink(cmd: Cmd, state: Gen, what: string, prompt: number, c
   }
   out({ type: "delta", id, text: "I will run it." });
   const call = (command: string): void => {
-    const call_id = `toolu_fake${String(++callSeq).padStart(20, "0")}`;
-    out({ type: "tool_call", id, call_id, name: "Bash", arguments: { command, description: "Print a marker" } });
+    // No call_id: the server mints tool_use ids (as the real worker leaves it to it).
+    out({ type: "tool_call", id, name: "Bash", arguments: { command, description: "Print a marker" } });
   };
   call("echo pensieve-tool-ok");
   if (what === "tools2" && cmd.parallel_tool_calls !== false) call("echo second");

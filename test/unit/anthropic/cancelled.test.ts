@@ -58,7 +58,7 @@ describe("StreamConverter: done{cancelled}", () => {
   });
 
   test("after a tool call too; later events and pings are dropped", () => {
-    const { out, conv } = convert([started, { type: "tool_call", id: "t1", name: "Read", arguments: {} }, done("cancelled")]);
+    const { out, conv } = convert([started, { type: "tool_call", name: "Read", arguments: {} }, done("cancelled")]);
     expect(out.at(-1)?.event).toBe("error");
     expect(conv.push({ type: "text", text: "late" })).toEqual([]);
     expect(conv.ping()).toEqual([]);

@@ -161,7 +161,7 @@ describe("StreamConverter", () => {
     const evs = run([
       started(),
       { type: "text", text: "Running." },
-      { type: "tool_call", id: "toolu_1", name: "Bash", arguments: args },
+      { type: "tool_call", name: "Bash", arguments: args },
       done("tool_calls"),
     ]);
     expect(names(evs)).toEqual([
@@ -179,7 +179,7 @@ describe("StreamConverter", () => {
     expect(evs[5]!.data).toEqual({
       type: "content_block_start",
       index: 1,
-      content_block: { type: "tool_use", id: "toolu_1", name: "Bash", input: {} },
+      content_block: { type: "tool_use", id: expect.stringMatching(/^toolu_[0-9A-Za-z]{24}$/), name: "Bash", input: {} },
     });
     const delta = evs[6]!.data.delta as { type: string; partial_json: string };
     expect(delta.type).toBe("input_json_delta");
@@ -188,19 +188,22 @@ describe("StreamConverter", () => {
   });
 
   test("a tool call with a plain stop still reports tool_use", () => {
-    const evs = run([started(), { type: "tool_call", id: "t", name: "Read", arguments: {} }, done("stop")]);
+    const evs = run([started(), { type: "tool_call", name: "Read", arguments: {} }, done("stop")]);
     expect(evs.find((e) => e.event === "message_delta")!.data.delta).toEqual({ stop_reason: "tool_use", stop_sequence: null });
   });
 
-  test("several tool calls get consecutive indexes", () => {
+  test("several tool calls get consecutive indexes and distinct minted ids", () => {
     const evs = run([
       started(),
-      { type: "tool_call", id: "a", name: "Read", arguments: { path: "x" } },
-      { type: "tool_call", id: "b", name: "Read", arguments: { path: "y" } },
+      { type: "tool_call", name: "Read", arguments: { path: "x" } },
+      { type: "tool_call", name: "Read", arguments: { path: "y" } },
       done("tool_calls"),
     ]);
-    const starts = evs.filter((e) => e.event === "content_block_start").map((e) => e.data.index);
-    expect(starts).toEqual([0, 1]);
+    const starts = evs.filter((e) => e.event === "content_block_start");
+    expect(starts.map((e) => e.data.index)).toEqual([0, 1]);
+    const ids = starts.map((e) => (e.data.content_block as { id: string }).id);
+    for (const id of ids) expect(id).toMatch(/^toolu_[0-9A-Za-z]{24}$/);
+    expect(new Set(ids).size).toBe(2);
   });
 
   test("events after done are dropped", () => {
@@ -228,8 +231,8 @@ describe("StreamConverter", () => {
 const contentEvent = fc.oneof(
   fc.string({ maxLength: 8 }).map((text): EngineEvent => ({ type: "text", text })),
   fc.string({ maxLength: 8 }).map((text): EngineEvent => ({ type: "thinking", text })),
-  fc.record({ id: fc.string({ minLength: 1, maxLength: 6 }), name: fc.constantFrom("Bash", "Read"), n: fc.integer() }).map(
-    ({ id, name, n }): EngineEvent => ({ type: "tool_call", id, name, arguments: { n } }),
+  fc.record({ name: fc.constantFrom("Bash", "Read"), n: fc.integer() }).map(
+    ({ name, n }): EngineEvent => ({ type: "tool_call", name, arguments: { n } }),
   ),
   fc.integer({ min: 0, max: 100 }).map((processed): EngineEvent => ({ type: "progress", processed, total: 100 })),
 );

@@ -4,6 +4,9 @@ import { aggregateEvents } from "../../../src/anthropic/aggregate";
 import { JSON_FRAGMENT_CHARS, jsonFragments, StreamConverter } from "../../../src/anthropic/stream";
 import type { EngineEvent } from "../../../src/engine/types";
 
+// The converter mints every tool_use id in Anthropic's style; engines give none.
+const TOOLU_ID = /^toolu_[0-9A-Za-z]{24}$/;
+
 const started: EngineEvent = { type: "started", promptTokens: 10, cachedTokens: 0 };
 const done: EngineEvent = { type: "done", finishReason: "tool_calls", promptTokens: 10, completionTokens: 5, cachedTokens: 0 };
 
@@ -31,17 +34,17 @@ describe("input_json_delta fragments", () => {
 
   test("the converter streams start, several fragments, stop; the message has the parsed input", () => {
     const args = { command: "echo pensieve-tool-ok", description: "A description long enough to need pieces" };
-    const events: EngineEvent[] = [started, { type: "tool_call", id: "toolu_x", name: "Bash", arguments: args }, done];
+    const events: EngineEvent[] = [started, { type: "tool_call", name: "Bash", arguments: args }, done];
     const conv = new StreamConverter({ messageId: "msg_1", model: "m" });
     const sse = events.flatMap((e) => conv.push(e));
     const block = sse.filter((e) => e.event.startsWith("content_block"));
-    expect(block[0]?.data).toMatchObject({ type: "content_block_start", content_block: { type: "tool_use", id: "toolu_x", input: {} } });
+    expect(block[0]?.data).toMatchObject({ type: "content_block_start", content_block: { type: "tool_use", id: expect.stringMatching(TOOLU_ID), input: {} } });
     expect(block.at(-1)?.event).toBe("content_block_stop");
     const deltas = block.slice(1, -1);
     expect(deltas.length).toBeGreaterThan(1);
     for (const d of deltas) expect((d.data.delta as { type: string }).type).toBe("input_json_delta");
     const msg = aggregateEvents(events, { messageId: "msg_1", model: "m" });
-    expect(msg.content).toEqual([{ type: "tool_use", id: "toolu_x", name: "Bash", input: args }]);
+    expect(msg.content).toEqual([{ type: "tool_use", id: expect.stringMatching(TOOLU_ID), name: "Bash", input: args }]);
     expect(msg.stop_reason).toBe("tool_use");
   });
 });

@@ -233,7 +233,7 @@ describe("hopeless prompts", () => {
   test("count_tokens' translation refuses them too, before the engine tokenizes megabytes", () => {
     const body = { model: "m", messages: [{ role: "user" as const, content: "x".repeat(64 * 1000 + 64) }] };
     expect(() => toPromptInput(body as never, { model: "m", supportsVision: false, contextLength: 1000 })).toThrow(
-      /prompt is too long: 1001 tokens > 1000 maximum/,
+      /prompt has 1001 tokens; the context holds 1000/,
     );
     // Without a known context there is nothing to compare with.
     expect(toPromptInput(body as never, { model: "m", supportsVision: false }).messages).toHaveLength(1);
@@ -242,11 +242,68 @@ describe("hopeless prompts", () => {
   test("a prompt that cannot fit however it tokenizes is refused before the engine sees it", () => {
     const body = { model: "m", max_tokens: 10, messages: [{ role: "user" as const, content: "x".repeat(64 * 1000 + 64) }] };
     expect(() => toGenerateRequest(body as never, { model: "m", supportsVision: false, contextLength: 1000, requestId: "r" })).toThrow(
-      /prompt is too long: 1001 tokens > 1000 maximum/,
+      /prompt has 1001 tokens; the context holds 1000/,
     );
   });
   test("a prompt that may fit goes through to the engine's exact count", () => {
     const body = { model: "m", max_tokens: 10, messages: [{ role: "user" as const, content: "x".repeat(64 * 1000) }] };
     expect(toGenerateRequest(body as never, { model: "m", supportsVision: false, contextLength: 1000, requestId: "r" }).messages).toHaveLength(1);
+  });
+});
+
+// Anthropic's prefill rules live here, for every backend; engines follow `continueFinal`.
+describe("prefill rules", () => {
+  const opts = { model: "m", supportsVision: false, requestId: "r" };
+  const user = { role: "user" as const, content: "What is two plus two?" };
+  const gen = (messages: unknown[], extra: Record<string, unknown> = {}) =>
+    toGenerateRequest({ model: "m", max_tokens: 10, messages, ...extra } as never, opts);
+
+  test("a final assistant message with text is a prefill, kept last and marked", () => {
+    const g = gen([user, { role: "assistant", content: "The answer is" }]);
+    expect(g.messages.at(-1)).toEqual({ role: "assistant", content: "The answer is" });
+    expect(g.continueFinal).toBe(true);
+    expect(toPromptInput({ model: "m", messages: [user, { role: "assistant", content: "The answer is" }] } as never, opts).continueFinal).toBe(true);
+  });
+
+  test("a blank final assistant turn is dropped: a new turn, not a prefill", () => {
+    for (const content of ["", "  \n", [{ type: "text", text: " " }]]) {
+      const g = gen([user, { role: "assistant", content }]);
+      expect(g.messages).toEqual([{ role: "user", content: user.content }]);
+      expect(g.continueFinal).toBeUndefined();
+    }
+  });
+
+  test("a lone blank assistant turn stays (a conversation is never empty), unmarked", () => {
+    const g = gen([{ role: "assistant", content: "" }]);
+    expect(g.messages).toEqual([{ role: "assistant", content: "" }]);
+    expect(g.continueFinal).toBeUndefined();
+  });
+
+  test("a final assistant turn with tool calls, or only thinking, is neither dropped nor continued", () => {
+    const call = gen([user, { role: "assistant", content: [{ type: "tool_use", id: "toolu_1", name: "Bash", input: {} }] }]);
+    expect(call.messages).toHaveLength(2);
+    expect(call.continueFinal).toBeUndefined();
+    const thought = gen([user, { role: "assistant", content: [{ type: "thinking", thinking: "hm", signature: "s" }] }]);
+    expect(thought.messages.at(-1)).toMatchObject({ role: "assistant", content: "", reasoning_content: "hm" });
+    expect(thought.continueFinal).toBeUndefined();
+  });
+
+  test("a breakpoint on a dropped blank turn stays within the messages", () => {
+    const g = gen([
+      { role: "user", content: [{ type: "text", text: "hi", cache_control: { type: "ephemeral" } }] },
+      { role: "assistant", content: [{ type: "text", text: "", cache_control: { type: "ephemeral" } }] },
+    ]);
+    expect(g.messages).toHaveLength(1);
+    expect(g.cachePrefix).toEqual({ messages: 1 });
+  });
+});
+
+describe("prefill rules: blank as the worker sees it", () => {
+  test("Python's whitespace, not JS trim's: \\x1c is blank, \\ufeff is text", () => {
+    const opts = { model: "m", supportsVision: false };
+    const input = (content: string) =>
+      toPromptInput({ model: "m", messages: [{ role: "user", content: "hi" }, { role: "assistant", content }] } as never, opts);
+    expect(input("\x1c\x85 ").messages).toHaveLength(1);
+    expect(input("\ufeff").continueFinal).toBe(true);
   });
 });

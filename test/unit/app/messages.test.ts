@@ -54,14 +54,14 @@ describe("POST /v1/messages, JSON", () => {
         script: [
           { type: "started", promptTokens: 20, cachedTokens: 8 },
           { type: "thinking", text: "plan" },
-          { type: "tool_call", id: "toolu_a", name: "Bash", arguments: { command: "ls" } },
+          { type: "tool_call", name: "Bash", arguments: { command: "ls" } },
           { type: "done", finishReason: "tool_calls", promptTokens: 20, completionTokens: 4, cachedTokens: 8 },
         ],
       },
     });
     const msg = await (await postMessages(h, simpleBody({ thinking: { type: "enabled", budget_tokens: 1000 } }))).json();
     expect(msg.content.map((b: { type: string }) => b.type)).toEqual(["thinking", "tool_use"]);
-    expect(msg.content[1]).toEqual({ type: "tool_use", id: "toolu_a", name: "Bash", input: { command: "ls" } });
+    expect(msg.content[1]).toEqual({ type: "tool_use", id: expect.stringMatching(/^toolu_[0-9A-Za-z]{24}$/), name: "Bash", input: { command: "ls" } });
     expect(msg.stop_reason).toBe("tool_use");
     expect(msg.usage).toEqual({ input_tokens: 12, output_tokens: 4, cache_read_input_tokens: 8, cache_creation_input_tokens: 0 });
     expect(h.engine.requests[0]!.enableThinking).toBe(true);

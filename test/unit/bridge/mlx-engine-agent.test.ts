@@ -1,6 +1,7 @@
 /** MlxEngine's agent features against the fake worker: tool calls, thinking, prompt cache, concurrency. */
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { toEngineEvent } from "../../../src/bridge/generation-job";
+import { generatePayload, toEngineEvent } from "../../../src/bridge/generation-job";
+import { promptFields } from "../../../src/bridge/worker-info";
 import { EngineOverloadedError } from "../../../src/engine/errors";
 import { createMemoryRelief } from "../../../src/lifecycle/relief";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
@@ -31,7 +32,7 @@ function background(gen: AsyncGenerator<EngineEvent>, label: string, log: string
 }
 
 describe("tool calls and thinking", () => {
-  test("tool_choice and parallel_tool_calls reach the worker; tool_call events carry the worker's call id", async () => {
+  test("tool_choice and parallel_tool_calls reach the worker; tool_call events carry no id (the API layer mints it)", async () => {
     const { engine, journal } = setup();
     await engine.start();
     const { events, error } = await collect(
@@ -40,7 +41,7 @@ describe("tool calls and thinking", () => {
     expect(error).toBeUndefined();
     expect(types(events)).toEqual(["started", "progress", "text", "tool_call", "done"]);
     const call = events[3] as Extract<EngineEvent, { type: "tool_call" }>;
-    expect(call.id).toMatch(/^toolu_[A-Za-z0-9]{24}$/);
+    expect("id" in call).toBe(false);
     expect(call.name).toBe("Bash");
     expect(call.arguments).toEqual({ command: "echo pensieve-tool-ok", description: "Print a marker" });
     expect(events.at(-1)).toMatchObject({ type: "done", finishReason: "tool_calls" });
@@ -68,17 +69,23 @@ describe("tool calls and thinking", () => {
     expect(types(off.events)).toEqual(["started", "progress", "text", "done"]);
   });
 
-  test("toEngineEvent: string arguments are parsed, a missing call id gets a toolu_ id, non-objects become {}", () => {
+  test("toEngineEvent: string arguments are parsed, an older worker's call_id is dropped, non-objects become {}", () => {
     const a = toEngineEvent({ v: 1, type: "tool_call", id: "1", name: "f", arguments: '{"x":1}' });
-    expect(a).toMatchObject({ type: "tool_call", name: "f", arguments: { x: 1 } });
-    expect((a as { id: string }).id).toMatch(/^toolu_/);
+    expect(a).toEqual({ type: "tool_call", name: "f", arguments: { x: 1 } });
     expect(toEngineEvent({ v: 1, type: "tool_call", id: "1", call_id: "toolu_a", name: "f", arguments: [1] })).toEqual({
       type: "tool_call",
-      id: "toolu_a",
       name: "f",
       arguments: {},
     });
     expect(toEngineEvent({ v: 1, type: "thinking", id: "1", text: "hm" })).toEqual({ type: "thinking", text: "hm" });
+  });
+
+  test("continue_final is always sent to the worker, so it follows the server's prefill decision", () => {
+    const messages = [{ role: "user" as const, content: "hi" }, { role: "assistant" as const, content: "Sure," }];
+    expect(generatePayload({ requestId: "r", maxTokens: 5, messages, continueFinal: true }).continue_final).toBe(true);
+    expect(generatePayload({ requestId: "r", maxTokens: 5, messages: messages.slice(0, 1) }).continue_final).toBe(false);
+    expect(promptFields({ messages, continueFinal: true }).continue_final).toBe(true);
+    expect(promptFields({ messages: messages.slice(0, 1) }).continue_final).toBe(false);
   });
 
   test("capabilities come from the worker's loaded reply", async () => {

@@ -30,7 +30,8 @@ describe("MlxEngine with a fake worker: worker errors", () => {
     expect(error).toBeInstanceOf(PromptTooLongError);
     const e = error as PromptTooLongError;
     expect([e.promptTokens, e.maxTokens]).toEqual([5000, 2048]);
-    expect(e.message).toBe("prompt is too long: 5000 tokens > 2048 maximum");
+    // Neutral: Anthropic's wording is the API layer's (mapError).
+    expect(e.message).toBe("prompt has 5000 tokens; the context holds 2048");
     expect(await pid(s)).toBe(before);
     expect(types((await collect(s.engine.generate(req("hi")))).events).at(-1)).toBe("done");
   });

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { promptTooLongMessage } from "../../../src/anthropic/errors";
 import { EngineBadRequestError, EngineError, EngineOverloadedError, PromptTooLongError } from "../../../src/engine/errors";
 import {
   UpstreamServerError,
@@ -71,16 +72,20 @@ describe("status mapping", () => {
     expect((map(503, "") as EngineOverloadedError).retryAfterSeconds).toBe(5);
   });
 
-  test("prompt too long with numbers -> PromptTooLongError in Anthropic's wording", () => {
+  test("prompt too long with numbers -> PromptTooLongError, worded as Anthropic's by the API layer", () => {
     const e = map(400, '{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}}');
     expect(e).toBeInstanceOf(PromptTooLongError);
-    expect(e.message).toBe("prompt is too long: 5000 tokens > 4096 maximum");
+    expect([(e as PromptTooLongError).promptTokens, (e as PromptTooLongError).maxTokens]).toEqual([5000, 4096]);
+    expect(promptTooLongMessage(e as PromptTooLongError)).toBe("prompt is too long: 5000 tokens > 4096 maximum");
   });
 
-  test("a context complaint without a prompt count keeps the 'prompt is too long' wording", () => {
+  test("a context complaint without a prompt count is still PromptTooLongError, worded 'prompt is too long'", () => {
     const e = map(400, '{"message":"This model\'s maximum context length is 2048 tokens. Please reduce the length of the messages."}');
-    expect(e).toBeInstanceOf(EngineBadRequestError);
-    expect(e.message).toStartWith("prompt is too long: ");
+    expect(e).toBeInstanceOf(PromptTooLongError);
+    const p = e as PromptTooLongError;
+    expect([p.promptTokens, p.maxTokens]).toEqual([undefined, 2048]);
+    expect(p.detail).toContain("maximum context length is 2048");
+    expect(promptTooLongMessage(p)).toStartWith("prompt is too long: upstream says: ");
   });
 
   test("other 4xx -> bad request with the upstream's message", () => {

@@ -41,8 +41,8 @@ const cases: { file: string; over?: Partial<GenerateRequest>; events: EngineEven
     file: "vllm-tool-calls-parallel.sse",
     events: [
       STARTED,
-      { type: "tool_call", id: "chatcmpl-tool-3f9a1c5e7b2d4a6f8e0c2b4d6f8a0c1e", name: "get_weather", arguments: { city: "Paris", unit: "celsius" } },
-      { type: "tool_call", id: "chatcmpl-tool-7b2e4d6f8a0c1e3f5a7c9e1b3d5f7a9c", name: "get_time", arguments: { timezone: "Europe/Paris", format: { hours: 24 } } },
+      { type: "tool_call", name: "get_weather", arguments: { city: "Paris", unit: "celsius" } },
+      { type: "tool_call", name: "get_time", arguments: { timezone: "Europe/Paris", format: { hours: 24 } } },
       { type: "done", finishReason: "tool_calls", promptTokens: 412, completionTokens: 56, cachedTokens: 0 },
     ],
   },
@@ -81,7 +81,7 @@ const cases: { file: string; over?: Partial<GenerateRequest>; events: EngineEven
       STARTED,
       { type: "text", text: "Let me read" },
       { type: "text", text: " that file." },
-      { type: "tool_call", id: "Kq8mZ3vXbN1pR6tW0yC4fH7jL2sD9gA5", name: "Read", arguments: { file_path: "/src/main.ts" } },
+      { type: "tool_call", name: "Read", arguments: { file_path: "/src/main.ts" } },
       { type: "done", finishReason: "tool_calls", promptTokens: 1208, completionTokens: 27, cachedTokens: 1152 },
     ],
   },
@@ -89,8 +89,8 @@ const cases: { file: string; over?: Partial<GenerateRequest>; events: EngineEven
     file: "ollama-tool-call.sse",
     events: [
       STARTED,
-      { type: "tool_call", id: "call_x9v2k7qd", name: "get_weather", arguments: { city: "Toronto" } },
-      { type: "tool_call", id: "call_m3p8z1rt", name: "get_time", arguments: { timezone: "America/Toronto" } },
+      { type: "tool_call", name: "get_weather", arguments: { city: "Toronto" } },
+      { type: "tool_call", name: "get_time", arguments: { timezone: "America/Toronto" } },
       { type: "done", finishReason: "tool_calls", promptTokens: 188, completionTokens: 38, cachedTokens: 0 },
     ],
   },
@@ -104,7 +104,7 @@ const cases: { file: string; over?: Partial<GenerateRequest>; events: EngineEven
       { type: "progress", processed: 1650, total: 1650 },
       { type: "thinking", text: "I should check the weather." },
       { type: "text", text: "\n\n" },
-      { type: "tool_call", id: "0b8e4a0e-3c55-4d7c-9a3e-5f2b1d6c8a71", name: "get_weather", arguments: { city: "Paris" } },
+      { type: "tool_call", name: "get_weather", arguments: { city: "Paris" } },
       { type: "done", finishReason: "tool_calls", promptTokens: 1650, completionTokens: 31, cachedTokens: 1400 },
     ],
   },
@@ -186,13 +186,13 @@ describe("ChunkAssembler", () => {
     expect(a.push({ kind: "comment", text: "ping" })).toEqual([]);
   });
 
-  test("a tool call without an id gets a generated one; an unnamed call becomes text", () => {
-    const a = new ChunkAssembler([], () => "call_generated");
+  test("a tool call without an id is still a call (ids are minted by the API layer); an unnamed call becomes text", () => {
+    const a = new ChunkAssembler([]);
     a.push(item({ choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { name: "ls", arguments: "{}" } }] } }] }));
     a.push(item({ choices: [{ index: 0, delta: { tool_calls: [{ index: 1, function: { arguments: '{"a":1}' } }] } }] }));
     a.push(item({ choices: [{ index: 0, delta: {}, finish_reason: "tool_calls" }] }));
     expect(a.finishEvents()).toEqual([
-      { type: "tool_call", id: "call_generated", name: "ls", arguments: {} },
+      { type: "tool_call", name: "ls", arguments: {} },
       { type: "text", text: '[invalid tool call (unnamed): {"a":1}]' },
       { type: "done", finishReason: "tool_calls", promptTokens: 0, completionTokens: 0, cachedTokens: 0 },
     ]);

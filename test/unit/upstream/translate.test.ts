@@ -93,6 +93,15 @@ describe("buildChatRequest", () => {
     expect(body).not.toHaveProperty("stop");
   });
 
+  test("a prefill is continued the way vLLM and SGLang accept; without one neither flag is sent", () => {
+    const body = buildChatRequest({ ...base, continueFinal: true }, "q", { add_generation_prompt: true });
+    expect(body).toMatchObject({ continue_final_message: true, add_generation_prompt: false });
+    expect(body.messages.at(-1)).toEqual({ role: "assistant", content: "It logs 1." });
+    const plain = buildChatRequest(base, "q");
+    expect(plain).not.toHaveProperty("continue_final_message");
+    expect(plain).not.toHaveProperty("add_generation_prompt");
+  });
+
   test("the request's fields win over extraBody", () => {
     const body = buildChatRequest(base, "q", { stream: false, max_tokens: 1, model: "other" });
     expect(body).toMatchObject({ stream: true, max_tokens: 100, model: "q" });
