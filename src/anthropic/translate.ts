@@ -268,7 +268,8 @@ export function translateTools(tools: readonly ToolParamT[] | undefined): ToolSp
   if (!tools?.length) return undefined;
   const specs: ToolSpec[] = [];
   for (const tool of tools) {
-    if (!tool.input_schema) continue;
+    // Deferred tools (tool search) are not in the model's context until discovered.
+    if (!tool.input_schema || (tool as { defer_loading?: unknown }).defer_loading === true) continue;
     const fn: ToolSpec["function"] = { name: tool.name, parameters: tool.input_schema };
     if (tool.description !== undefined) fn.description = tool.description;
     const spec: ToolSpec = { type: "function", function: fn };
@@ -303,7 +304,7 @@ function translate(req: CountTokensRequestT, opts: TranslateOptions): { input: P
   if (!ctx.out.length) throw new InvalidRequestError("messages: no message has content the served model can read");
   const messages = ctx.out.map(finishDraft);
   // The breakpoint is placed before the prefill rules may drop the last message, then kept in range.
-  let cachePrefix = cachePrefixOf(ctx, messages);
+  let cachePrefix = systemBeforeUser(messages, cachePrefixOf(ctx, messages));
   const continueFinal = applyPrefillRules(messages);
   if (cachePrefix && cachePrefix.messages > messages.length) cachePrefix = { messages: messages.length };
   const input: PromptInput = { model: opts.model, messages };
@@ -317,6 +318,27 @@ function translate(req: CountTokensRequestT, opts: TranslateOptions): { input: P
   // count_tokens refuses a hopeless size up front, as /v1/messages does.
   if (opts.contextLength) refuseHopeless(input, opts.contextLength);
   return cachePrefix ? { input, cachePrefix } : { input };
+}
+
+/**
+ * A system message right after a user turn is moved before it: Claude Code appends its
+ * environment notes after the user's request, and a small model then answers the note instead
+ * of the request. Done at every position, so each turn's prompt stays a prefix of the next.
+ * The cache breakpoint keeps covering the messages it covered.
+ */
+function systemBeforeUser(messages: ChatMessage[], prefix: CachePrefix | undefined): CachePrefix | undefined {
+  let out = prefix;
+  for (let i = 1; i < messages.length; i++) {
+    const [prev, cur] = [messages[i - 1] as ChatMessage, messages[i] as ChatMessage];
+    if (cur.role !== "system" || prev.role !== "user" || prev.tool_call_id) continue;
+    messages[i - 1] = cur;
+    messages[i] = prev;
+    // A prefix that ended with the user turn now needs the moved system message too; one that
+    // ended inside the system message now ends one message earlier.
+    if (out?.messages === i) out = { ...out, messages: i + 1 };
+    else if (out?.messages === i + 1 && out.contentChars !== undefined) out = { ...out, messages: i };
+  }
+  return out;
 }
 
 // Blank as Python's str.strip() sees it (JS trim differs on \x1c-\x1f, \x85 and \ufeff): the

@@ -47,7 +47,7 @@ describe("messages", () => {
     expect(input.messages).toEqual([{ role: "user", content: "a\n\nb" }]);
   });
 
-  test("role system inside messages is rendered where it stands", () => {
+  test("role system inside messages: kept in place, except right after a user turn, where it moves before it", () => {
     const input = toPromptInput(
       req({
         system: "top",
@@ -59,12 +59,18 @@ describe("messages", () => {
       }),
       opts,
     );
+    // A small model answers a note that follows the request instead of the request itself.
     expect(input.messages.map((m) => [m.role, m.content])).toEqual([
       ["system", "top"],
-      ["user", "u1"],
       ["system", "env info"],
+      ["user", "u1"],
       ["user", "u2"],
     ]);
+    const afterAssistant = toPromptInput(
+      req({ messages: [{ role: "user", content: "u1" }, { role: "assistant", content: "a1" }, { role: "system", content: "note" }, { role: "user", content: "u2" }] }),
+      opts,
+    );
+    expect(afterAssistant.messages.map((m) => m.role)).toEqual(["user", "assistant", "system", "user"]);
   });
 
   test("consecutive user turns are combined, as Anthropic does", () => {
@@ -166,7 +172,7 @@ describe("messages", () => {
 });
 
 describe("tools, thinking, sampling", () => {
-  test("tools -> function specs; strict kept (the worker enforces it by grammar); other extra fields dropped; schema-less server tools skipped", () => {
+  test("tools -> function specs; strict kept (the worker enforces it by grammar); deferred and schema-less server tools skipped", () => {
     expect(
       translateTools([
         { name: "Bash", description: "run", input_schema: { type: "object", properties: {} }, strict: true } as never,
@@ -175,7 +181,6 @@ describe("tools, thinking, sampling", () => {
       ]),
     ).toEqual([
       { type: "function", function: { name: "Bash", description: "run", parameters: { type: "object", properties: {} } }, strict: true },
-      { type: "function", function: { name: "Later", parameters: { type: "object" } } },
     ]);
     expect(translateTools([])).toBeUndefined();
   });
@@ -210,20 +215,23 @@ describe("the Claude Code fixture", () => {
   const fixture = JSON.parse(readFileSync(resolve(import.meta.dir, "../../fixtures/claude-code-first-turn.json"), "utf8"));
   const g = toGenerateRequest(fixture.body, { ...opts, contextLength: 32768, requestId: "req_f" });
 
-  test("billing header gone, system first, mid-conversation system kept in place", () => {
+  test("billing header gone, system first, the environment note moved before the user's request", () => {
     expect(JSON.stringify(g.messages)).not.toContain("x-anthropic-billing-header");
-    expect(g.messages.map((m) => m.role)).toEqual(["system", "user", "system"]);
+    expect(g.messages.map((m) => m.role)).toEqual(["system", "system", "user"]);
     expect(g.messages[0]!.content.startsWith("You are a Claude agent")).toBe(true);
-    expect(g.messages[2]!.content).toContain("# Environment");
+    expect(g.messages[1]!.content).toContain("# Environment");
   });
 
   test("its last cache_control (on the in-conversation system block) ends the cacheable prefix", () => {
+    // The note moved before the user turn; the prefix still covers both.
     expect(g.cachePrefix).toEqual({ messages: 3 });
   });
 
   test("tools, thinking and limits", () => {
     expect(g.tools?.map((t) => t.function.name)).toContain("Bash");
-    expect(g.tools).toHaveLength(fixture.body.tools.length);
+    // Deferred tools (defer_loading) stay out of the model's context.
+    const deferred = fixture.body.tools.filter((t: { defer_loading?: boolean }) => t.defer_loading === true).length;
+    expect(g.tools).toHaveLength(fixture.body.tools.length - deferred);
     expect(g.enableThinking).toBe(true);
     expect(g.maxTokens).toBe(32768);
   });

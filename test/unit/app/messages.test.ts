@@ -248,8 +248,10 @@ describe("the Claude Code 2.1.328 fixture", () => {
     expect((evs[0]!.data.message as { model: string }).model).toBe(fixture.body.model);
     const sent = h.engine.requests[0]!;
     expect(JSON.stringify(sent.messages)).not.toContain("x-anthropic-billing-header");
-    expect(sent.messages.map((m) => m.role)).toEqual(["system", "user", "system"]);
-    expect(sent.tools).toHaveLength(fixture.body.tools.length);
+    // The environment note is moved before the request; deferred tools stay out of the prompt.
+    expect(sent.messages.map((m) => m.role)).toEqual(["system", "system", "user"]);
+    const deferred = fixture.body.tools.filter((t: { defer_loading?: boolean }) => t.defer_loading === true).length;
+    expect(sent.tools).toHaveLength(fixture.body.tools.length - deferred);
     expect(sent.enableThinking).toBe(true);
     expect(sent.maxTokens).toBe(4096); // clamped to the fake model's context
   });
