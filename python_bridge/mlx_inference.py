@@ -6,6 +6,7 @@ text.
 
 Usage:
   python3 python_bridge/mlx_inference.py [--model PATH_OR_ID] [--cache-limit-gb GB]
+      [--engine mlx|llama] [--tokenizer DIR]   (llama: PENSIEVE_LLAMA_LIB_DIR must be set)
   python3 python_bridge/mlx_inference.py --clear-cache
   python3 python_bridge/mlx_inference.py --counter   (token counter: tokenizer only)
 """
@@ -23,6 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="mlx_inference.py", description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="load this model at start (local dir or Hugging Face id)")
+    ap.add_argument("--engine", choices=("mlx", "llama"), default="mlx",
+                    help="engine for --model: mlx (default) or llama (a .gguf file)")
+    ap.add_argument("--tokenizer", help="tokenizer directory for --engine llama")
     ap.add_argument("--cache-limit-gb", type=float, default=5.0,
                     help="MLX buffer cache limit for --model (default 5)")
     ap.add_argument("--counter", action="store_true",
@@ -75,7 +79,8 @@ def main(argv: list[str]) -> int:
         if args.model:
             try:
                 # Reply with id null: nobody asked, the command line did.
-                out.send(worker.load(args.model, args.cache_limit_gb, None, None, None))
+                out.send(worker.load(args.model, args.cache_limit_gb, None, None, None,
+                                     engine=args.engine, tokenizer=args.tokenizer))
             except Exception as exc:  # noqa: BLE001 - reported, worker stays up
                 code = getattr(exc, "code", "load_failed")
                 out.send({"type": "error", "id": None, "code": code, "message": str(exc)})

@@ -47,6 +47,17 @@ def load_tokenizer_only(name: str) -> LoadedModel:
     return LoadedModel(name=name, model=None, tokenizer=tokenizer, config=config, context_length=0)
 
 
+def _tokenizer_source(msg: dict, name: str) -> str:
+    """Where the tokenizer is: the model itself, or for engine "llama" (a .gguf) its
+    tokenizer directory (the `tokenizer` load field, else the GGUF's tokenizer-only import)."""
+    if msg.get("engine") != "llama":
+        return name
+    from .llama.loader import tokenizer_dir
+
+    tok = msg.get("tokenizer")
+    return str(tokenizer_dir(Path(name).expanduser(), tok if isinstance(tok, str) else None))
+
+
 class Counter:
     def __init__(self, out: ProtocolOut, inbox):
         self.out = out
@@ -86,7 +97,8 @@ class Counter:
             raise bad_request("load needs a model (path or Hugging Face id)")
         t0 = time.perf_counter()
         try:
-            self.lm = load_tokenizer_only(name)
+            self.lm = load_tokenizer_only(_tokenizer_source(msg, name))
+            self.lm.name = name
         except Exception as exc:
             self.log(f"[counter] load failed:\n{traceback.format_exc()}")
             raise WorkerError("load_failed", f"could not load the tokenizer of {name}: "

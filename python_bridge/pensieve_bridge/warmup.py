@@ -37,6 +37,26 @@ class _Quiet:
         pass
 
 
+def is_llama(lm: Optional[LoadedModel]) -> bool:
+    """A model on the llama.cpp engine (llama/), not MLX."""
+    return lm is not None and lm.info.get("engine") == "llama"
+
+
+def _run_solo(host: _Quiet, lm: LoadedModel, msg: dict) -> None:
+    if is_llama(lm):
+        # llama.cpp: the first decode sizes its compute buffers and repacks weights.
+        from .llama.prompt_cache import SeqCache
+        from .llama.solo import LlamaSolo, run_to_end as run_llama
+
+        kept, lm.prompt_cache = lm.prompt_cache, SeqCache(lm.model, 0, 0)
+        try:
+            run_llama(LlamaSolo(host, lm, msg))
+        finally:
+            lm.prompt_cache = kept
+        return
+    run_to_end(Solo(host, lm, msg))
+
+
 def warm_up(lm: LoadedModel, batch: Optional[Batch], log) -> Optional[float]:
     """Runs the warm-up on the paths real requests take; seconds, or None if it failed.
 
@@ -50,7 +70,7 @@ def warm_up(lm: LoadedModel, batch: Optional[Batch], log) -> Optional[float]:
     t0 = time.perf_counter()
     try:
         with faults.suspended():
-            run_to_end(Solo(host, lm, msg))
+            _run_solo(host, lm, msg)
             if batch is not None:
                 batch.admit(host, msg)
                 while batch.busy:

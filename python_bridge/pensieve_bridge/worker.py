@@ -24,11 +24,16 @@ from .commands import parse_command
 from .errors import WorkerError, bad_request
 from .generation import parse_prompt, render
 from .model import LoadedModel, load_model
+from .llama.fields import engine_fields
+from .llama.solo import LlamaSolo
 from .solo import Solo
 from .streams import EOF_MARK, ProtocolOut
-from .warmup import warm_up
+from .loops import DEFAULT_SPAN
+from .sampling import read_defaults
+from .warmup import is_llama, warm_up
 
 DEFAULT_CACHE_LIMIT_GB = 5.0
+DEFAULT_MAX_OUTPUT_TOKENS = 8192
 # Answered at once even while a generation runs; everything else waits for it.
 # (The server sends count_tokens to the token counter, counter.py, not here.)
 IMMEDIATE = {"cancel", "stats", "count_tokens", "cache_relieve"}
@@ -39,9 +44,12 @@ DEFAULT_PROMPT_CACHE_GB = 2.0
 def hello() -> dict:
     from importlib.metadata import version
 
+    from .gguf.blas import describe_blas
+
+    device = "gpu" if mx.metal.is_available() else "cpu"
     return {"type": "hello", "pid": os.getpid(), "python": platform.python_version(),
             "mlx": mx.__version__, "mlx_lm": version("mlx-lm"), "platform": sys.platform,
-            "device": "gpu" if mx.metal.is_available() else "cpu"}
+            "device": device, "blas": describe_blas(device)}
 
 
 class Worker:
@@ -248,21 +256,42 @@ class Worker:
         warmup = msg.get("warmup", True)
         if not isinstance(warmup, bool):
             raise bad_request("warmup must be a boolean")
-        self.send(self.load(name, float(limit), msg.get("context_length"),
-                            msg.get("prefill_step_size"), msg["id"], entries, float(pc_gb),
-                            max_batch, window_ms / 1000, warmup))
+        engine, tokenizer = engine_fields(msg)
+        limits = _generation_limits(msg)
+        reply = self.load(name, float(limit), msg.get("context_length"),
+                          msg.get("prefill_step_size"), msg["id"], entries, float(pc_gb),
+                          max_batch, window_ms / 1000, warmup, engine, tokenizer)
+        # A llama model's generation_config.json sits in its tokenizer directory.
+        self._apply_limits(limits, [tokenizer or self.lm.info.get("tokenizer"), name], reply)
+        self.send(reply)
+
+    def _apply_limits(self, limits: tuple[int, int], dirs: list, reply: dict) -> None:
+        """Output cap, loop guard and sampling defaults of the loaded model (also in `loaded`)."""
+        lm = self.lm
+        lm.sampling = read_defaults(dirs)
+        own = lm.sampling.pop("max_new_tokens", None)
+        cap, lm.loop_span = limits
+        if lm.info.get("demo"):
+            # Random weights loop by nature; the guard is for real models that degenerate.
+            lm.loop_span = 0
+        lm.max_output_tokens = min(cap, own) if isinstance(own, int) and own > 0 else cap
+        for info in (lm.info, reply):
+            info.update(sampling_defaults=dict(lm.sampling), max_output_tokens=lm.max_output_tokens,
+                        loop_guard_tokens=lm.loop_span)
 
     def load(self, name: str, cache_limit_gb: float, context_length: Optional[int],
              prefill_step_size: Optional[int], cmd_id: Any,
              prompt_cache_entries: int = DEFAULT_PROMPT_CACHE_ENTRIES,
              prompt_cache_gb: float = DEFAULT_PROMPT_CACHE_GB,
              max_batch: int = DEFAULT_MAX_BATCH, delta_window_s: float = DEFAULT_WINDOW_S,
-             warmup: bool = True) -> dict:
+             warmup: bool = True, engine: str = "mlx", tokenizer: Optional[str] = None) -> dict:
         if self.batch is not None:
             self.batch.close()
             self.batch = None
         if self.lm is not None:  # one model per worker: free the old one first
             self.lm.prompt_cache.clear()
+            if is_llama(self.lm):
+                self.lm.model.close()  # llama.cpp's memory is not garbage-collected
             self.lm = None
             gc.collect()
             memory.clear_and_log("unload", self.log)
@@ -271,14 +300,20 @@ class Worker:
         if metal:
             self.log(f"[worker] metal device: {metal}")
         try:
-            self.lm = load_model(name, context_length, prefill_step_size,
-                                 prompt_cache_entries, prompt_cache_gb)
+            if engine == "llama":
+                from .llama.loader import load_llama_model
+
+                self.lm = load_llama_model(name, tokenizer, context_length, prefill_step_size,
+                                           prompt_cache_entries, prompt_cache_gb)
+            else:
+                self.lm = load_model(name, context_length, prefill_step_size,
+                                     prompt_cache_entries, prompt_cache_gb)
         except Exception as exc:
             self.log(f"[worker] load failed:\n{traceback.format_exc()}")
             raise WorkerError("load_failed", f"could not load {name}: "
                               f"{type(exc).__name__}: {exc}") from exc
         self.lm.delta_window_s = delta_window_s
-        if max_batch > 1 and can_batch(self.lm.model):
+        if max_batch > 1 and not is_llama(self.lm) and can_batch(self.lm.model):
             self.batch = Batch(self.lm, max_batch)
         self.lm.info["max_concurrency"] = self.batch.max_batch if self.batch else 1
         if warmup:
@@ -298,7 +333,8 @@ class Worker:
             self.counts["batched"] += 1
             return
         try:
-            self.solo = Solo(self, lm, msg)  # sends started; the loop steps it from now on
+            # Sends started; the loop steps it from now on.
+            self.solo = LlamaSolo(self, lm, msg) if is_llama(lm) else Solo(self, lm, msg)
         except WorkerError as exc:
             self._after_generate(msg["id"], exc.reply(msg["id"]))
             return
@@ -383,3 +419,14 @@ class Worker:
         memory.clear_and_log("shutdown", self.log)
         self.send({"type": "bye", "id": msg["id"]})
         return "exit"
+
+
+def _generation_limits(msg: dict) -> tuple[int, int]:
+    """(max_output_tokens, loop_guard_tokens) of a load command."""
+    cap = msg.get("max_output_tokens", DEFAULT_MAX_OUTPUT_TOKENS)
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise bad_request("max_output_tokens must be an integer >= 1")
+    span = msg.get("loop_guard_tokens", DEFAULT_SPAN)
+    if isinstance(span, bool) or not isinstance(span, int) or span < 0:
+        raise bad_request("loop_guard_tokens must be an integer >= 0")
+    return cap, span

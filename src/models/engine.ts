@@ -1,12 +1,8 @@
 /** Which engine runs a model: the configured one, or a clear error when it cannot. */
 import { type ModelEngine, UsageError } from "../config";
+import { llamaLibDir } from "../bridge/llama-lib";
 import { isGgufSpec, type ModelSpec } from "./spec";
 
-/**
- * Whether the worker has the llama.cpp engine. Until it lands, a defaulted llama engine
- * falls back to MLX (an explicit --engine llama is still passed on, and its load error explained).
- */
-export const LLAMA_ENGINE_READY = false;
 
 export interface EngineChoice {
   engine: ModelEngine;
@@ -22,8 +18,12 @@ function describeSpec(spec: ModelSpec): string {
   return "the demo model";
 }
 
-/** Settles the engine for `spec`: `explicit` says whether --engine/PENSIEVE_ENGINE chose it. */
-export function chooseEngine(spec: ModelSpec, engine: ModelEngine, explicit: boolean, llamaReady = LLAMA_ENGINE_READY): EngineChoice {
+/**
+ * Settles the engine for `spec`: `explicit` says whether --engine/PENSIEVE_ENGINE chose it.
+ * Without the llama.cpp libraries (a compiled binary, an unsupported platform) a defaulted llama
+ * falls back to mlx; an explicit one is passed on, so its load error is explained.
+ */
+export function chooseEngine(spec: ModelSpec, engine: ModelEngine, explicit: boolean, llamaReady = llamaLibDir() !== null): EngineChoice {
   if (engine === "mlx") return { engine };
   if (spec.kind === "dir" && spec.ggufs.length === 1) return { engine, gguf: spec.ggufs[0] as string };
   if (spec.kind === "dir" && spec.ggufs.length > 1 && explicit) {
@@ -38,7 +38,7 @@ export function chooseEngine(spec: ModelSpec, engine: ModelEngine, explicit: boo
     return { engine: "mlx", note: `${describeSpec(spec)} runs on the mlx engine` };
   }
   if (!llamaReady && !explicit) {
-    return { engine: "mlx", note: "the llama.cpp engine is not in this worker yet: converting the GGUF for the mlx engine" };
+    return { engine: "mlx", note: "the llama.cpp libraries (npm's @node-llama-cpp/<platform>) are not installed here: converting the GGUF for the mlx engine" };
   }
   return { engine };
 }

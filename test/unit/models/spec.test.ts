@@ -58,12 +58,12 @@ describe("chooseEngine", () => {
     expect(() => chooseEngine(parseModelSpec("org/model"), "llama", true)).toThrow(/Hugging Face id org\/model is not one/);
   });
 
-  test("a defaulted llama falls back to mlx for MLX models, and while the worker has no llama engine", () => {
+  test("a defaulted llama falls back to mlx for MLX models, and where the llama.cpp libraries are missing", () => {
     expect(chooseEngine(parseModelSpec(mlxDir), "llama", false).engine).toBe("mlx");
     expect(chooseEngine(parseModelSpec("demo-tiny"), "llama", false).engine).toBe("mlx");
     const notReady = chooseEngine(gguf, "llama", false, false);
     expect(notReady.engine).toBe("mlx");
-    expect(notReady.note).toMatch(/not in this worker yet/);
+    expect(notReady.note).toMatch(/llama.cpp libraries .* are not installed/);
     expect(chooseEngine(gguf, "llama", false, true).engine).toBe("llama");
     // Explicit: passed on, so the worker's answer (and the server's explanation) is seen.
     expect(chooseEngine(gguf, "llama", true, false).engine).toBe("llama");

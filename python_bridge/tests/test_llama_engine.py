@@ -1,0 +1,360 @@
+"""The llama.cpp engine through a real worker process, on the real 0.5B GGUF.
+
+Skipped only with PENSIEVE_REAL_MODELS=0, or when the @node-llama-cpp platform package
+(bun install) is absent. The model comes from fetch_model("0.5b") (cached).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BRIDGE, WorkerProc
+
+ROOT = BRIDGE.parent
+REAL = os.environ.get("PENSIEVE_REAL_MODELS") != "0"
+LOAD_TIMEOUT = 300.0
+GEN_TIMEOUT = 240.0  # two shared cores: a prefill chunk can take a while under load
+CONTEXT = 2048
+STEP = 1024  # large prefill chunks: a cancel must still stop one midway (abort callback)
+
+
+def _platform_dir() -> str:
+    arch = "arm64" if platform.machine() in ("arm64", "aarch64") else "x64"
+    return "mac-arm64-metal" if sys.platform == "darwin" else f"linux-{arch}"
+
+
+def _lib_dir() -> Path:
+    env = os.environ.get("PENSIEVE_LLAMA_LIB_DIR")
+    if env:
+        return Path(env)
+    name = _platform_dir()
+    return ROOT / "node_modules" / "@node-llama-cpp" / name / "bins" / name
+
+
+def _skip_reason() -> str | None:
+    if not REAL:
+        return "PENSIEVE_REAL_MODELS=0"
+    lib = _lib_dir()
+    if not lib.is_dir() or not any(lib.glob("libllama*")):
+        return f"no llama.cpp libraries in {lib} (run bun install: @node-llama-cpp/{_platform_dir()})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def model_files() -> tuple[Path, Path]:
+    if _skip_reason() is not None:
+        pytest.skip(_skip_reason())
+    from pensieve_bridge.gguf.convert import convert
+    from pensieve_bridge.gguf.fetch import fetch_model
+
+    gguf = fetch_model("0.5b", ROOT / ".pensieve" / "test-models")
+    tok = convert(gguf, ROOT / ".pensieve" / "test-models" / "llama-tokenizers", tokenizer_only=True)
+    return gguf, tok
+
+
+def _start(gguf: Path, tok: Path, **load) -> tuple[WorkerProc, dict]:
+    w = WorkerProc(env={"PENSIEVE_LLAMA_LIB_DIR": str(_lib_dir())})
+    assert w.recv()["type"] == "hello"
+    cid = w.send("load", model=str(gguf), engine="llama", tokenizer=str(tok), **load)
+    return w, w.until(lambda m: m.get("id") == cid, timeout=LOAD_TIMEOUT)[-1]
+
+
+@pytest.fixture(scope="module")
+def llama(model_files):
+    gguf, tok = model_files
+    w, loaded = _start(gguf, tok, context_length=CONTEXT, prefill_step_size=STEP)
+    assert loaded["type"] == "loaded", (loaded, w.stderr[-3000:])
+    w.loaded = loaded
+    yield w
+    w.stop()
+    assert not w.bad_lines, f"non-protocol stdout lines: {w.bad_lines[:5]}"
+
+
+def _gen(w: WorkerProc, **fields) -> list[dict]:
+    gid = w.send("generate", **fields)
+    return w.until(lambda m: m.get("id") == gid and m["type"] in ("done", "error"),
+                   timeout=GEN_TIMEOUT)
+
+
+def _text(msgs: list[dict]) -> str:
+    return "".join(m["text"] for m in msgs if m["type"] == "delta")
+
+
+def _ask(question: str) -> list[dict]:
+    return [{"role": "user", "content": question}]
+
+
+def test_loaded_facts(llama):
+    r = llama.loaded
+    assert r["engine"] == "llama" and r["model"].endswith(".gguf")
+    assert r["context_length"] == CONTEXT and r["max_concurrency"] == 1
+    assert r["vocab_size"] == 151936 and r["model_type"] == "qwen2"
+    # Qwen2.5-0.5B: 24 layers x 2 KV heads x 64 dims x 2 (K, V) x 2 bytes.
+    assert r["kv_bytes_per_token"] == 24 * 2 * 64 * 2 * 2
+    assert r["has_tool_calling"] and r["tool_parser"] == "json_tools" and not r["has_thinking"]
+    assert r["quantization"] == "Q4_K_M" and r["device"] in ("cpu", "gpu")
+    b = r["backend"]
+    assert b["name"] == "llama.cpp" and b["version"].startswith(("0.4.", "0.5."))
+    assert b["threads"] >= 1 and b["n_batch"] == STEP and "CPU" in b["system_info"]
+    assert r["memory"]["rss_gb"] > 0
+
+
+def test_chat_answers_paris(llama):
+    msgs = _gen(llama, messages=_ask("What is the capital of France?"), max_tokens=24,
+                temperature=0)
+    done = msgs[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "stop", msgs[-3:]
+    assert "Paris" in _text(msgs)
+    started = next(m for m in msgs if m["type"] == "started")
+    assert started["prompt_tokens"] == done["prompt_tokens"] > 10
+    progress = [m for m in msgs if m["type"] == "progress"]
+    assert progress and progress[-1]["processed"] == progress[-1]["total"] == done["prompt_tokens"]
+
+
+def test_completion_continues_prefill(llama):
+    messages = [{"role": "user", "content": "Finish my sentence."},
+                {"role": "assistant", "content": "The capital of France is"}]
+    msgs = _gen(llama, messages=messages, max_tokens=8, temperature=0)
+    assert msgs[-1]["type"] == "done", msgs[-3:]
+    assert "Paris" in _text(msgs)
+
+
+def test_prefix_reuse_is_faster(llama):
+    system = "You are a careful assistant for a software team. " + " ".join(
+        f"Rule {i}: answer briefly and precisely about topic number {i}." for i in range(40))
+    first = [{"role": "system", "content": system}, {"role": "user", "content": "Say hi."}]
+
+    def timed(messages):
+        t0 = time.perf_counter()
+        gid = llama.send("generate", messages=messages, max_tokens=4, temperature=0,
+                         cache_prefix={"messages": 1})
+        ttft = None
+        seen = []
+        while True:
+            m = llama.recv(GEN_TIMEOUT)
+            if m.get("id") != gid:
+                continue
+            seen.append(m)
+            if m["type"] == "progress" and m["processed"] == m["total"] and ttft is None:
+                ttft = time.perf_counter() - t0
+            if m["type"] in ("done", "error"):
+                return seen, ttft
+
+    a, ttft_a = timed(first)
+    second = first + [{"role": "assistant", "content": _text(a) or "Hi."},
+                      {"role": "user", "content": "And now say bye."}]
+    b, ttft_b = timed(second)
+    da, db = a[-1], b[-1]
+    assert da["type"] == db["type"] == "done", (a[-2:], b[-2:])
+    assert da["prompt_tokens"] > 400
+    assert da["cache_created_tokens"] > 400  # the system prompt was written (breakpoint 1)
+    assert db["cached_tokens"] > 400 and db["cached_tokens"] < db["prompt_tokens"]
+    assert db["cache_created_tokens"] == 0  # the breakpoint lies inside what was read
+    assert ttft_b < ttft_a, (ttft_a, ttft_b)
+    st = llama.request("stats")
+    assert st["prompt_cache"]["hits"] >= 1 and st["prompt_cache"]["entries"] >= 1
+    assert st["prompt_cache"]["bytes"] > 0
+
+
+def test_greedy_output_same_with_cache_hit(llama):
+    q = _ask("Name three primary colors.")
+    one = _gen(llama, messages=q, max_tokens=12, temperature=0)
+    two = _gen(llama, messages=q, max_tokens=12, temperature=0)
+    assert two[-1]["cached_tokens"] > 0
+    assert _text(one) == _text(two)
+
+
+def test_cancel_during_long_prefill(llama):
+    long = "Summarize the following notes.\n" + "\n".join(
+        f"Note {i}: the build of module {i} failed on step {i % 7} with code {i * 13}." for i in range(70))
+    gid = llama.send("generate", messages=_ask(long), max_tokens=16)
+    # The first progress (processed 0) comes right before the first chunk's decode starts.
+    llama.until(lambda m: m.get("id") == gid and m["type"] == "progress", timeout=GEN_TIMEOUT)
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    reply = llama.request("cancel", target=gid)
+    assert reply["found"] is True
+    seen = llama.until(lambda m: m.get("id") == gid and m["type"] in ("done", "error"),
+                       timeout=GEN_TIMEOUT)
+    elapsed = time.perf_counter() - t0
+    done = seen[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "cancelled", done
+    assert done["completion_tokens"] == 0 and done["prompt_tokens"] > 1000
+    # Stopped inside the chunk: no progress past the first, and well before a 1024-token
+    # chunk could end (about 5 s on two idle cores, far more when they are shared).
+    assert not [m for m in seen if m["type"] == "progress" and m["processed"] > 0]
+    assert elapsed < 3.0, elapsed
+    # The worker goes on normally after the abort.
+    after = _gen(llama, messages=_ask("What is the capital of France?"), max_tokens=8,
+                 temperature=0)
+    assert after[-1]["type"] == "done" and "Paris" in _text(after)
+
+
+def test_tool_call(llama):
+    tools = [{"type": "function", "function": {
+        "name": "Bash", "description": "Run a shell command",
+        "parameters": {"type": "object", "properties": {"command": {"type": "string"}},
+                       "required": ["command"]}}}]
+    msgs = _gen(llama, messages=_ask("List the files in the current directory."), tools=tools,
+                max_tokens=60, temperature=0)
+    calls = [m for m in msgs if m["type"] == "tool_call"]
+    assert msgs[-1]["finish_reason"] == "tool_calls", msgs[-3:]
+    assert calls and calls[0]["name"] == "Bash" and isinstance(calls[0]["arguments"], dict)
+    assert "call_id" not in calls[0]  # the server mints tool_use ids
+
+
+def test_forced_call_is_always_valid_under_the_grammar(llama):
+    # tool_choice forces a call: decoded under the call grammar (constrain.py), even at temperature 1.
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}]
+    for seed in range(4):
+        msgs = _gen(llama, messages=_ask("What's the weather in Paris?"), tools=tools,
+                    tool_choice="required", max_tokens=40, temperature=1.0, seed=seed)
+        calls = [m for m in msgs if m["type"] == "tool_call"]
+        assert msgs[-1]["finish_reason"] == "tool_calls", msgs[-3:]
+        assert len(calls) == 1 and calls[0]["name"] == "get_weather"
+        assert isinstance(calls[0]["arguments"].get("city"), str)
+
+
+def test_stop_sequence(llama):
+    msgs = _gen(llama, messages=_ask("What is the capital of France?"), max_tokens=24,
+                temperature=0, stop=["Paris"])
+    done = msgs[-1]
+    assert done["finish_reason"] == "stop_sequence" and done["stop_sequence"] == "Paris"
+    assert "Paris" not in _text(msgs)
+
+
+def test_max_tokens_length(llama):
+    msgs = _gen(llama, messages=_ask("Write a long poem about the sea."), max_tokens=3,
+                temperature=0)
+    done = msgs[-1]
+    assert done["finish_reason"] == "length" and done["completion_tokens"] == 3
+    assert _text(msgs)
+
+
+def test_prompt_too_long(llama):
+    text = " ".join(f"word{i}" for i in range(2 * CONTEXT))
+    msgs = _gen(llama, messages=_ask(text), max_tokens=4)
+    err = msgs[-1]
+    assert err["type"] == "error" and err["code"] == "prompt_too_long", err
+    assert err["max_context"] == CONTEXT and err["prompt_tokens"] > CONTEXT
+    assert not [m for m in msgs if m["type"] == "started"]
+
+
+def test_count_tokens_and_relieve(llama):
+    q = _ask("What is the capital of France?")
+    count = llama.request("count_tokens", messages=q)
+    gen = _gen(llama, messages=q, max_tokens=1, temperature=0)
+    assert count["input_tokens"] == gen[-1]["prompt_tokens"]
+    relieved = llama.request("cache_relieve", level="drop")
+    assert relieved["entries"] == 0 and relieved["bytes"] == 0
+    cleared = llama.request("clear_cache")
+    assert cleared["type"] == "cleared" and cleared["memory"]["rss_gb"] > 0
+    after = _gen(llama, messages=q, max_tokens=1, temperature=0)
+    assert after[-1]["cached_tokens"] == 0
+
+
+def test_counter_counts_like_the_worker(llama, model_files, spawn):
+    gguf, tok = model_files
+    counter = spawn(["--counter"])
+    loaded = counter.request("load", model=str(gguf), engine="llama", tokenizer=str(tok))
+    assert loaded["type"] == "loaded" and loaded["counter"] is True, loaded
+    q = _ask("How many tokens is this?")
+    assert (counter.request("count_tokens", messages=q)["input_tokens"]
+            == llama.request("count_tokens", messages=q)["input_tokens"])
+    assert not counter.bad_lines
+
+
+def test_bad_engine_and_missing_gguf(spawn, model_files):
+    _gguf, tok = model_files
+    w = spawn(env={"PENSIEVE_LLAMA_LIB_DIR": str(_lib_dir())})
+    bad = w.request("load", model="x.gguf", engine="onnx")
+    assert bad["type"] == "error" and bad["code"] == "bad_request"
+    missing = w.request("load", model="/nonexistent/m.gguf", engine="llama", tokenizer=str(tok))
+    assert missing["type"] == "error" and missing["code"] == "load_failed"
+    assert not w.bad_lines
+
+
+# -- units without the library: the sequence cache and the thread tuner ----------------
+
+
+class FakeEngine:
+    """Tracks what each sequence holds, as llama.cpp's unified KV cache would."""
+
+    n_seq = 3
+
+    def __init__(self):
+        self.seqs: dict[int, list] = {}
+
+    def kv_bytes_per_token(self) -> int:
+        return 10
+
+    def seq_rm(self, seq, p0=-1, p1=-1):
+        held = self.seqs.get(seq, [])
+        self.seqs[seq] = [] if p0 < 0 else held[:p0]
+
+    def seq_cp(self, src, dst, p1):
+        self.seqs[dst] = list(self.seqs.get(src, [])[:p1])
+
+
+def test_seq_cache_reuses_longest_prefix_without_altering_entries():
+    from pensieve_bridge.llama.prompt_cache import SeqCache
+
+    eng = FakeEngine()
+    cache = SeqCache(eng, 2, 10_000)
+    seq, cached = cache.acquire([1, 2, 3, 4])
+    assert cached == 0 and cache.misses == 1
+    eng.seqs[seq] = [1, 2, 3, 4, 9]
+    assert cache.release(seq, [1, 2, 3, 4, 9]) == 5
+    # A prompt diverging after 3 tokens: a copy of the first 3 in another sequence.
+    seq2, cached = cache.acquire([1, 2, 3, 7, 8])
+    assert cached == 3 and seq2 != seq and eng.seqs[seq2] == [1, 2, 3]
+    assert eng.seqs[seq] == [1, 2, 3, 4, 9]  # the entry is untouched
+    eng.seqs[seq2] = [1, 2, 3, 7, 8]
+    cache.release(seq2, [1, 2, 3, 7, 8])
+    assert cache.stats()["entries"] == 2
+    assert cache.nbytes == (5 + 2) * 10  # the shared prefix counted once
+    # A whole entry that is a prefix of the prompt is taken over (no copy).
+    seq3, cached = cache.acquire([1, 2, 3, 7, 8, 5])
+    assert seq3 == seq2 and cached == 5 and cache.stats()["entries"] == 1
+    cache.release(seq3, [1, 2, 3, 7, 8, 5])
+    cache.relieve("drop")
+    assert cache.stats()["entries"] == 0 and cache.nbytes == 0
+    assert all(not v for v in eng.seqs.values())
+
+
+def test_seq_cache_bounds_and_room():
+    from pensieve_bridge.llama.prompt_cache import SeqCache
+
+    eng = FakeEngine()
+    cache = SeqCache(eng, 2, 60)
+    for first in (10, 20, 30):  # three unrelated prompts: the oldest goes
+        seq, _ = cache.acquire([first, 1, 2])
+        cache.release(seq, [first, 1, 2])
+    assert [int(e.tokens[0]) for e in cache.entries] == [20, 30]
+    seq, _ = cache.acquire([40] * 7)
+    assert cache.release(seq, [40] * 7) == 0  # 70 bytes > the 60-byte bound: not kept
+    assert cache.make_room() and len(cache.entries) == 1
+    assert SeqCache(eng, 0, 0).release(0, [1, 2]) == 0  # caching off
+
+
+def test_thread_tuner_prefers_the_faster_count():
+    from pensieve_bridge.llama.threads import ThreadTuner
+
+    t = ThreadTuner(2)
+    assert t.choose("token") == 2
+    t.record("token", 2, 1.0, 1)  # two threads stall (shared cores)
+    assert t.choose("token") == 1
+    t.record("token", 1, 0.1, 1)
+    picks = [t.choose("token") for _ in range(500)]
+    assert picks.count(1) > 480 and 2 in picks  # mostly one thread, re-measuring now and then
+    assert ThreadTuner(2, fixed=2).choose("chunk") == 2
+    assert ThreadTuner(1).choose("chunk") == 1
