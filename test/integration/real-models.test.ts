@@ -4,8 +4,8 @@
  * served by `pensieve serve --model <file.gguf> --engine llama` (llama.cpp on the CPU).
  *
  *  - Qwen2.5-Coder-0.5B-Instruct: an auto-mode tool call (JSON and streamed), a plain answer,
- *    the loop guard stopping a repetition far below max_tokens, and (on MLX, see that block)
- *    forced tool_choice 10 times in 10 at temperature 1.
+ *    the loop guard stopping a repetition far below max_tokens, and forced tool_choice 10 times
+ *    in 10 at temperature 1.
  *  - Qwen2.5-Coder-1.5B-Instruct: the turn after a tool_result is a text answer (the 0.5B calls
  *    the tool again instead, as the README says of models this small; see that block).
  *  - Gemma 3 270M (a base model with Pensieve's fallback Gemma chat template): Claude Code's
@@ -252,12 +252,9 @@ describe.skipIf(!REAL_MODELS)("Gemma 3 270M (base model, fallback chat template)
 
 // Forced tool_choice is decoded under a grammar (constrain.py), so the call is valid whatever the
 // sampler draws; the prompt does not ask for the weather, so without the grammar the 0.5B often
-// writes no valid call at all. The llama engine does not apply that grammar yet (its
-// llama/solo.py never calls constraint_for: the 0.5B then answers text such as `42}` or `\n`,
-// end_turn, in nearly every try), so these run on the MLX engine, on the same GGUF converted
-// (~3 min on a 2-core CPU). Move them into the llama block above once it does (~10 s there).
-describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-0.5B-Instruct on MLX: forced tool_choice", () => {
-  const ctx = serveReal("0.5b", "mlx");
+// writes no valid call at all (19 of 20 tries invalid before the llama engine applied it).
+describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-0.5B-Instruct on llama.cpp: forced tool_choice", () => {
+  const ctx = serveReal("0.5b", "llama");
 
   for (const choice of [{ type: "tool", name: "get_weather" }, { type: "any" }] as const) {
     test(`forced tool_choice ${JSON.stringify(choice)} at temperature 1: a valid get_weather tool_use 10 times in 10`, async () => {
