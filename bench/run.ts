@@ -3,9 +3,13 @@
  * latest.md (a Markdown table) and chart.svg. Every figure is a median over repeats and every
  * comparison runs side by side in this one run, reported as a ratio.
  *
- * Options: --quick (smoke run: tiny model only, fewer repeats, no 2-layer prefix figure), --only=gate,engines,prefix,memory,binary,translate,
+ * Options: --quick (smoke run: tiny model only, fewer repeats, no 2-layer prefix figure), --only=gate,engines,prefix,memory,binary,translate,constrain,
  * --no-build (time dist/pensieve instead of a fresh build), --prefix-100m (also run the prefix-cache
  * figure on the ~100M model; on a CPU-only machine its first turn can take most of an hour).
+ * Real models (section `real`, when the GGUFs are in .pensieve/test-models): --llama-server PATH
+ * (an existing binary instead of the cached build), --no-llama-server-build, --real-mlx-long (the
+ * MLX family on the ~12k fixture too: slow on a CPU), --real-mlx-1.5b, --real-models=0.5b,1.5b,
+ * --real-families=llama,mlx, --real-repeats=N.
  */
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -19,19 +23,47 @@ import { gateSection } from "./sections/gate";
 import { memorySection } from "./sections/memory";
 import { measurePrefix } from "./sections/prefix";
 import { translateSection } from "./sections/translate";
+import { constrainSection } from "./sections/constrain";
+import { realSection } from "./sections/real";
 import { startPensieve, type Pensieve } from "./lib/servers";
 
 const REPO = join(import.meta.dir, "..");
 const RESULTS = join(import.meta.dir, "results");
-const SECTIONS = ["gate", "engines", "prefix", "memory", "binary", "translate"] as const;
+const SECTIONS = ["gate", "engines", "prefix", "memory", "binary", "translate", "constrain", "real"] as const;
 type SectionKey = (typeof SECTIONS)[number];
 
-const USAGE = `usage: bun run bench [-- --quick] [--only=${SECTIONS.join(",")}] [--no-build] [--prefix-100m]`;
+const USAGE =
+  `usage: bun run bench [-- --quick] [--only=${SECTIONS.join(",")}] [--no-build] [--prefix-100m]` +
+  " [--llama-server PATH] [--no-llama-server-build] [--real-mlx-long] [--real-mlx-1.5b] [--real-models=0.5b,1.5b] [--real-families=llama,mlx] [--real-repeats=N]";
 
 function parseArgs(argv: string[]) {
-  const opts = { quick: false, noBuild: false, prefix100m: false, only: new Set<SectionKey>(SECTIONS) };
-  for (const a of argv) {
+  const opts = {
+    quick: false,
+    noBuild: false,
+    prefix100m: false,
+    only: new Set<SectionKey>(SECTIONS),
+    real: { mlxLong: false, mlx15b: false, llamaServerPath: undefined as string | undefined, llamaServerBuild: true, models: ["0.5b", "1.5b"] as ("0.5b" | "1.5b")[], repeats: undefined as number | undefined, families: undefined as ("llama" | "mlx")[] | undefined },
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
     if (a === "--quick") opts.quick = true;
+    else if (a === "--llama-server" || a.startsWith("--llama-server=")) {
+      const v = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[++i];
+      if (!v) throw new Error(`--llama-server needs a PATH\n${USAGE}`);
+      opts.real.llamaServerPath = v;
+    } else if (a === "--no-llama-server-build") opts.real.llamaServerBuild = false;
+    else if (a === "--real-mlx-long") opts.real.mlxLong = true;
+    else if (a === "--real-mlx-1.5b") opts.real.mlx15b = true;
+    else if (a.startsWith("--real-repeats=")) opts.real.repeats = Math.max(1, Number(a.slice(15)) || 1);
+    else if (a.startsWith("--real-families=")) {
+      const fs = a.slice(16).split(",").filter(Boolean);
+      for (const k of fs) if (k !== "llama" && k !== "mlx") throw new Error(`unknown real family '${k}' (llama, mlx)\n${USAGE}`);
+      opts.real.families = fs as ("llama" | "mlx")[];
+    } else if (a.startsWith("--real-models=")) {
+      const ms = a.slice(14).split(",").filter(Boolean);
+      for (const k of ms) if (k !== "0.5b" && k !== "1.5b") throw new Error(`unknown real model '${k}' (0.5b, 1.5b)\n${USAGE}`);
+      opts.real.models = ms as ("0.5b" | "1.5b")[];
+    }
     else if (a === "--no-build") opts.noBuild = true;
     else if (a === "--prefix-100m") opts.prefix100m = true;
     else if (a.startsWith("--only=")) {
@@ -179,6 +211,9 @@ async function main(): Promise<void> {
   await run("memory", "5. Memory", () => memorySection(tiny, { quick: opts.quick }));
   await run("binary", "6. The binary", () => binarySection({ quick: opts.quick, noBuild: opts.noBuild }));
   await run("translate", "7. Translation", () => translateSection({ quick: opts.quick }));
+  await run("constrain", "8. Constrained tool calls", () => constrainSection(python, tiny, { quick: opts.quick }));
+  // Real GGUF models: a clear skipped row when they are not on disk (never fetched by the bench).
+  await run("real", "9. Real models", () => realSection(python, { quick: opts.quick, ...opts.real }));
 
   finishMachineInfo(machine);
   const report: Report = { generatedAt: new Date().toISOString(), mode: opts.quick ? "quick" : "full", durationS: (performance.now() - started) / 1000, machine, sections };

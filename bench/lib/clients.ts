@@ -103,6 +103,7 @@ export async function openaiStream(baseUrl: string, body: Record<string, unknown
   let text = "";
   let stop: string | null = null;
   let usage: Record<string, any> = {};
+  let timings: Record<string, number> = {};
   for await (const b of sseBlocks(res.body)) {
     if (!b.data || b.data === "[DONE]") continue;
     const ev = JSON.parse(b.data) as Record<string, any>;
@@ -117,7 +118,13 @@ export async function openaiStream(baseUrl: string, body: Record<string, unknown
       end = b.at;
     }
     if (ev.usage) usage = ev.usage;
+    // llama-server: its per-request timings (cache_n = prompt tokens reused from the slot).
+    if (ev.timings) timings = ev.timings;
   }
+  if (usage.prompt_tokens === undefined && timings.prompt_n !== undefined) {
+    usage = { prompt_tokens: (timings.prompt_n ?? 0) + (timings.cache_n ?? 0), completion_tokens: timings.predicted_n, prompt_tokens_details: { cached_tokens: timings.cache_n ?? 0 } };
+  }
+  if (timings.cache_n !== undefined && !usage.prompt_tokens_details?.cached_tokens) usage = { ...usage, prompt_tokens_details: { cached_tokens: timings.cache_n } };
   return {
     ttftMs: first - t0,
     decodeMs: end - first,
@@ -139,6 +146,7 @@ export class EngineBaseline {
   constructor(
     private readonly python: string,
     private readonly modelDir: string,
+    private readonly env?: Record<string, string>,
   ) {}
 
   get pid(): number | null {
@@ -147,6 +155,7 @@ export class EngineBaseline {
 
   async start(): Promise<void> {
     this.proc = track(Bun.spawn([this.python, join(import.meta.dir, "..", "engine_baseline.py"), this.modelDir], {
+      ...(this.env ? { env: { ...process.env, ...this.env } } : {}),
       stdin: "pipe",
       stdout: "pipe",
       stderr: "pipe",

@@ -16,9 +16,11 @@ export interface Pensieve {
 }
 
 /** `pensieve serve --model DIR` from source (or `command`), ready when /health answers. */
-export async function startPensieve(modelDir: string, opts: { command?: string[]; extraArgs?: string[] } = {}): Promise<Pensieve> {
+export async function startPensieve(modelDir: string, opts: { command?: string[]; extraArgs?: string[]; env?: Record<string, string | undefined>; home?: string } = {}): Promise<Pensieve> {
   const server = await startServer({
     ...(opts.command ? { command: opts.command } : {}),
+    ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.home ? { home: opts.home } : {}),
     args: ["--model", modelDir, "--token", TOKEN, ...(opts.extraArgs ?? [])],
     timeoutMs: 180_000,
   });
@@ -57,9 +59,10 @@ export interface Peer {
 }
 
 /** `python -m mlx_lm.server --model DIR --port FREE` on 127.0.0.1 (it cannot take port 0 and report it). */
-export async function startPeer(python: string, modelDir: string): Promise<Peer> {
+export async function startPeer(python: string, modelDir: string, env?: Record<string, string>): Promise<Peer> {
   const port = freePort();
   const proc = track(Bun.spawn([python, "-m", "mlx_lm.server", "--model", modelDir, "--host", "127.0.0.1", "--port", String(port), "--log-level", "WARNING"], {
+    ...(env ? { env: { ...process.env, ...env } } : {}),
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",

@@ -1,5 +1,5 @@
 /** Small helpers shared by the benchmark sections: statistics, processes, ports, RSS. */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 export function median(xs: readonly number[]): number {
   const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
@@ -135,4 +135,35 @@ export async function* chunks(stream: ReadableStream<Uint8Array>): AsyncGenerato
   } finally {
     reader.releaseLock();
   }
+}
+
+/** The pids of a process and all its descendants (from /proc/PID/task/TID/children; Linux only). */
+export function processTree(pid: number): number[] {
+  const out: number[] = [];
+  const walk = (p: number) => {
+    out.push(p);
+    let kids: number[] = [];
+    try {
+      for (const tid of readdirSync(`/proc/${p}/task`)) {
+        kids = kids.concat(
+          readFileSync(`/proc/${p}/task/${tid}/children`, "utf8")
+            .split(/\s+/)
+            .filter(Boolean)
+            .map(Number),
+        );
+      }
+    } catch {
+      // gone, or not Linux
+    }
+    for (const k of kids) if (!out.includes(k)) walk(k);
+  };
+  walk(pid);
+  return out;
+}
+
+/** VmRSS summed over a process tree (server + worker), in MiB; NaN when the root is unreadable. */
+export function treeRssMb(pid: number): number {
+  const pids = processTree(pid);
+  const each = pids.map((p) => rssMb(p));
+  return Number.isFinite(each[0]!) ? each.filter(Number.isFinite).reduce((a, b) => a + b, 0) : Number.NaN;
 }
