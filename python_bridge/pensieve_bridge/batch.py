@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import memory
+from .admission import admit
 from .coalesce import Coalescer
-from .constrain import constraint_for, processors, unforced
-from .errors import prompt_too_long
-from .generation import (GenerateParams, Host, TextOutput, cache_breakpoint, created_tokens,
-                         parse_params, plan_output, prompt_cache_for, render)
-from .model import LoadedModel
+from .constrain import processors
+from .generation import GenerateParams, Host, TextOutput, created_tokens, prompt_cache_for
 from .loops import LoopGuard
+from .model import LoadedModel
 from .prompt_cache import cache_length
 from .sampling import logits_processors
 
@@ -90,16 +89,8 @@ class Batch:
         from mlx_lm.sample_utils import make_sampler
 
         lm, gid = self.lm, msg["id"]
-        p = parse_params(msg, lm.sampling)
-        ids = render(lm, p.messages, p.tools, p.enable_thinking)
-        # A forced call is decoded under its grammar (constrain.py): no call start injected.
-        constraint = constraint_for(lm, p, ids, host.log)
-        ids, splitter = plan_output(lm, unforced(p) if constraint else p, ids)
-        n_prompt, ctx = len(ids), lm.context_length
-        if n_prompt >= ctx:
-            raise prompt_too_long(n_prompt, ctx)
-        max_tokens = min(p.max_tokens, ctx - n_prompt, lm.max_output_tokens)
-        breakpoint = cache_breakpoint(lm, p, ids)
+        a = admit(host, lm, msg)
+        p, ids, n_prompt, max_tokens, constraint = a.params, a.ids, a.n_prompt, a.max_tokens, a.constraint
         cache, cached = prompt_cache_for(lm, ids)
         sampler = make_sampler(temp=p.temperature, top_p=p.top_p, top_k=p.top_k)
         (uid,) = self.gen.insert([ids[cached:]], max_tokens=[max_tokens],
@@ -108,11 +99,8 @@ class Batch:
                                  logits_processors=[logits_processors(p.repetition_penalty)
                                                     + processors(constraint, len(ids))],
                                  stop_sequences=[self.stops])
-        req = Request(gid, uid, p, n_prompt, cached,
-                      TextOutput(gid, p.stop, splitter, bool(p.enable_thinking),
-                                 p.parallel_tool_calls),
-                      lm.tokenizer.detokenizer, Coalescer(gid, lm.delta_window_s),
-                      breakpoint=breakpoint, loop=LoopGuard(lm.loop_span))
+        req = Request(gid, uid, p, n_prompt, cached, a.output, lm.tokenizer.detokenizer, a.coal,
+                      breakpoint=a.breakpoint, loop=a.loop)
         self.by_uid[uid] = req
         host.send({"type": "started", "id": gid, "prompt_tokens": n_prompt, "cached_tokens": cached})
         self._progress(host, req, cached)

@@ -13,15 +13,12 @@ import time
 from typing import Any
 
 from . import faults
-from .coalesce import Coalescer
-from .constrain import constraint_for, processors, unforced
-from .errors import prompt_too_long
-from .generation import (Host, TextOutput, cache_breakpoint, created_tokens, parse_params,
-                         plan_output, prompt_cache_for, render)
-from .loops import LoopGuard
+from .admission import admit
+from .constrain import processors
+from .generation import Host, created_tokens, prompt_cache_for
 from .model import LoadedModel
-from .sampling import logits_processors
 from .prompt_cache import cache_length
+from .sampling import logits_processors
 
 
 class _Cancelled(Exception):
@@ -44,26 +41,16 @@ class Solo:
         self.host, self.lm = host, lm
         self.id = gid = msg["id"]
         self.cancelled = False
-        p = parse_params(msg, lm.sampling)
+        a = admit(host, lm, msg)
+        p, ids, n_prompt = a.params, a.ids, a.n_prompt
         self.params, self.seeded = p, p.seed is not None
-        ids = render(lm, p.messages, p.tools, p.enable_thinking)
-        # A forced call is decoded under its grammar (constrain.py): no call start injected.
-        self.constraint = constraint_for(lm, p, ids, host.log)
-        ids, splitter = plan_output(lm, unforced(p) if self.constraint else p, ids)
-        n_prompt, ctx = len(ids), lm.context_length
-        if n_prompt >= ctx:
-            raise prompt_too_long(n_prompt, ctx)
-        # Clamped, never refused: to the context left and to the output cap.
-        self.max_tokens = max_tokens = min(p.max_tokens, ctx - n_prompt, lm.max_output_tokens)
-        self.loop = LoopGuard(lm.loop_span)
-        self.breakpoint = cache_breakpoint(lm, p, ids)
+        self.constraint, self.loop, self.breakpoint = a.constraint, a.loop, a.breakpoint
+        self.max_tokens = max_tokens = a.max_tokens
         cache, cached = prompt_cache_for(lm, ids)
         if cache is None:
             cache = make_prompt_cache(lm.model)  # ours, so it can be kept for the next prompt
         self.ids, self.cache, self.cached, self.n_prompt = ids, cache, cached, n_prompt
-        self.output = TextOutput(gid, p.stop, splitter, bool(p.enable_thinking),
-                                 p.parallel_tool_calls)
-        self.coal = Coalescer(gid, lm.delta_window_s)
+        self.output, self.coal = a.output, a.coal
         self.generated: list[int] = []
         self.completion, self.tps = 0, 0.0
         self._last_progress = -1

@@ -13,12 +13,8 @@ import time
 from typing import Any
 
 from .. import faults
-from ..coalesce import Coalescer
-from ..constrain import constraint_for, unforced
-from ..errors import prompt_too_long
-from ..generation import (Host, TextOutput, cache_breakpoint, created_tokens, parse_params,
-                          plan_output, render)
-from ..loops import LoopGuard
+from ..admission import admit
+from ..generation import Host, created_tokens
 from ..model import LoadedModel
 from .abort import watch_for
 from .engine import Aborted, NoKVSlot
@@ -33,22 +29,12 @@ class LlamaSolo:
         self.eng, self.cache = lm.model, lm.prompt_cache
         self.id = gid = msg["id"]
         self.cancelled = False
-        p = parse_params(msg, lm.sampling)
+        a = admit(host, lm, msg)
+        p, ids, n_prompt = a.params, a.ids, a.n_prompt
         self.params, self.seeded = p, p.seed is not None
-        ids = render(lm, p.messages, p.tools, p.enable_thinking)
-        # A forced call is decoded under its grammar (constrain.py): no call start injected.
-        self.constraint = constraint_for(lm, p, ids, host.log)
-        ids, splitter = plan_output(lm, unforced(p) if self.constraint else p, ids)
-        n_prompt, ctx = len(ids), lm.context_length
-        if n_prompt >= ctx:
-            raise prompt_too_long(n_prompt, ctx)
-        self.max_tokens = min(p.max_tokens, ctx - n_prompt, lm.max_output_tokens)
-        self.loop = LoopGuard(lm.loop_span)
-        self.breakpoint = cache_breakpoint(lm, p, ids)
-        self.ids, self.n_prompt = ids, n_prompt
-        self.output = TextOutput(gid, p.stop, splitter, bool(p.enable_thinking),
-                                 p.parallel_tool_calls)
-        self.coal = Coalescer(gid, lm.delta_window_s)
+        self.constraint, self.loop, self.breakpoint = a.constraint, a.loop, a.breakpoint
+        self.max_tokens, self.ids, self.n_prompt = a.max_tokens, ids, n_prompt
+        self.output, self.coal = a.output, a.coal
         self.generated: list[int] = []
         self.completion, self.tps = 0, 0.0
         self.detok = lm.tokenizer.detokenizer
