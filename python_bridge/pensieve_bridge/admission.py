@@ -7,7 +7,7 @@ breakpoint and the per-request output state. Only how tokens are produced differ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .coalesce import Coalescer
 from .constrain import Constraint, constraint_for, unforced
@@ -52,3 +52,24 @@ def admit(host: Host, lm: LoadedModel, msg: dict) -> Admission:
         output=TextOutput(gid, p.stop, splitter, bool(p.enable_thinking), p.parallel_tool_calls),
         coal=Coalescer(gid, lm.delta_window_s), loop=LoopGuard(lm.loop_span),
     )
+
+
+def settle_step(a: Admission, send: Callable[[dict], None], log: Callable[[str], None],
+                text: str, final: Optional[str], looping: bool, now: float) -> Optional[str]:
+    """Feeds one token's text through the output; the finish reason if the generation ends here.
+
+    final: the engine's own end ("stop" at EOS, "length"), or None while it goes on. Shared by
+    the single-generation paths (solo.py, llama/solo.py)."""
+    out, coal = a.output, a.coal
+    if final is not None:
+        coal.push(send, out.feed(text) + out.finish(), now)
+        return "stop_sequence" if out.matched is not None else final
+    coal.push(send, out.feed(text), now)
+    if out.stop_now:
+        return "stop_sequence" if out.matched is not None else "tool_calls"
+    if looping:  # a model repeating itself would run to max_tokens: stop it, as max_tokens
+        log(f"[worker] generate id={a.gid} repeats a {a.loop.period}-token pattern "
+            f"for {a.loop.span} tokens; stopped")
+        coal.push(send, out.finish(), now)
+        return "length"
+    return None

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from . import faults
-from .admission import admit
+from .admission import admit, settle_step
 from .constrain import processors
 from .generation import Host, created_tokens, prompt_cache_for
 from .model import LoadedModel
@@ -41,7 +41,7 @@ class Solo:
         self.host, self.lm = host, lm
         self.id = gid = msg["id"]
         self.cancelled = False
-        a = admit(host, lm, msg)
+        self.admission = a = admit(host, lm, msg)
         p, ids, n_prompt = a.params, a.ids, a.n_prompt
         self.params, self.seeded = p, p.seed is not None
         self.constraint, self.loop, self.breakpoint = a.constraint, a.loop, a.breakpoint
@@ -105,19 +105,10 @@ class Solo:
         looping = self.loop.push(resp.token)
         if self.completion == 1:
             faults.after_first_token()
-        out, send, now = self.output, self.host.send, time.perf_counter()
-        if resp.finish_reason is not None:  # "stop" (EOS) or "length"
-            self.coal.push(send, out.feed(resp.text) + out.finish(), now)
-            return self._end("stop_sequence" if out.matched is not None else resp.finish_reason)
-        self.coal.push(send, out.feed(resp.text), now)
-        if out.stop_now:
-            return self._end("stop_sequence" if out.matched is not None else "tool_calls")
-        if looping:  # a model repeating itself would run to max_tokens: stop it, as max_tokens
-            self.host.log(f"[worker] generate id={self.id} repeats a {self.loop.period}-token "
-                          f"pattern for {self.loop.span} tokens; stopped")
-            self.coal.push(send, out.finish(), now)
-            return self._end("length")
-        return False
+        # resp.finish_reason: "stop" (EOS) or "length", else None.
+        finish = settle_step(self.admission, self.host.send, self.host.log, resp.text,
+                             resp.finish_reason, looping, time.perf_counter())
+        return False if finish is None else self._end(finish)
 
     def hand_off(self) -> bool:
         """Stops the stream so the batch can continue this generation (batch.adopt).

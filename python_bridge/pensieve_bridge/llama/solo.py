@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from .. import faults
-from ..admission import admit
+from ..admission import admit, settle_step
 from ..generation import Host, created_tokens
 from ..model import LoadedModel
 from .abort import watch_for
@@ -29,7 +29,7 @@ class LlamaSolo:
         self.eng, self.cache = lm.model, lm.prompt_cache
         self.id = gid = msg["id"]
         self.cancelled = False
-        a = admit(host, lm, msg)
+        self.admission = a = admit(host, lm, msg)
         p, ids, n_prompt = a.params, a.ids, a.n_prompt
         self.params, self.seeded = p, p.seed is not None
         self.constraint, self.loop, self.breakpoint = a.constraint, a.loop, a.breakpoint
@@ -130,24 +130,16 @@ class LlamaSolo:
         looping = self.loop.push(tok)
         if n == 1:
             faults.after_first_token()
-        out, send, now = self.output, self.host.send, time.perf_counter()
         eos = tok in self.eos or self.eng.is_eog(tok)
         if not eos:
             self.detok.add_token(tok)
-        if eos or n >= self.max_tokens:  # as stream_generate: "stop" (EOS) or "length"
+        # As stream_generate: "stop" (EOS) or "length" end it; else it goes on.
+        final = "stop" if eos else "length" if n >= self.max_tokens else None
+        if final is not None:
             self.detok.finalize()
-            self.coal.push(send, out.feed(self.detok.last_segment) + out.finish(), now)
-            return self._end("stop_sequence" if out.matched is not None else
-                             ("stop" if eos else "length"))
-        self.coal.push(send, out.feed(self.detok.last_segment), now)
-        if out.stop_now:
-            return self._end("stop_sequence" if out.matched is not None else "tool_calls")
-        if looping:  # a model repeating itself would run to max_tokens: stop it, as max_tokens
-            self.host.log(f"[worker] generate id={self.id} repeats a {self.loop.period}-token "
-                          f"pattern for {self.loop.span} tokens; stopped")
-            self.coal.push(send, out.finish(), now)
-            return self._end("length")
-        return False
+        finish = settle_step(self.admission, self.host.send, self.host.log,
+                             self.detok.last_segment, final, looping, time.perf_counter())
+        return False if finish is None else self._end(finish)
 
     # -- the end -----------------------------------------------------------------------
 
