@@ -5,8 +5,10 @@ protocol lines only; logs go to stderr and never contain prompt or generated
 text.
 
 Usage:
-  python3 python_bridge/mlx_inference.py [--model PATH_OR_ID] [--cache-limit-gb GB]
-      [--engine mlx|llama] [--tokenizer DIR]   (llama: PENSIEVE_LLAMA_LIB_DIR must be set)
+  python3 python_bridge/mlx_inference.py [--model PATH_OR_ID --cache-limit-gb GB
+      --prompt-cache-entries N --prompt-cache-gb GB --max-batch N --max-output-tokens N
+      --loop-guard-tokens N --coalesce-ms MS] [--engine mlx|llama] [--tokenizer DIR]
+      (--model needs every value the load command needs; llama: PENSIEVE_LLAMA_LIB_DIR set)
   python3 python_bridge/mlx_inference.py --clear-cache
   python3 python_bridge/mlx_inference.py --counter   (token counter: tokenizer only)
 """
@@ -20,6 +22,8 @@ import sys
 # The package lives beside this file; the compiled server extracts both together.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from pensieve_bridge.options import REQUIRED  # noqa: E402 - light: no MLX import
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="mlx_inference.py", description=__doc__.split("\n")[0])
@@ -27,13 +31,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--engine", choices=("mlx", "llama"), default="mlx",
                     help="engine for --model: mlx (default) or llama (a .gguf file)")
     ap.add_argument("--tokenizer", help="tokenizer directory for --engine llama")
-    ap.add_argument("--cache-limit-gb", type=float, default=5.0,
-                    help="MLX buffer cache limit for --model (default 5)")
+    # The load command's required values (options.py), required with --model too: no defaults here.
+    for key, integer, _lo, _hi in REQUIRED:
+        ap.add_argument("--" + key.replace("_", "-"), type=int if integer else float,
+                        help=f"{key} of the load command (with --model)")
     ap.add_argument("--counter", action="store_true",
                     help="run as the token counter: load only the tokenizer, serve count_tokens")
     ap.add_argument("--clear-cache", action="store_true",
                     help="clear this process's MLX cache and exit (see note)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    missing = [f"--{key.replace('_', '-')}" for key, *_ in REQUIRED if getattr(args, key) is None]
+    if args.model and missing:
+        ap.error(f"--model needs {' '.join(missing)}")
+    return args
+
+
+def load_message(args: argparse.Namespace) -> dict:
+    """The load command that --model stands for (id null: nobody asked, the command line did)."""
+    msg = {"id": None, "cmd": "load", "model": args.model, "engine": args.engine,
+           "tokenizer": args.tokenizer}
+    return {**msg, **{key: getattr(args, key) for key, *_ in REQUIRED}}
 
 
 def clear_cache_cli() -> int:
@@ -77,13 +94,7 @@ def main(argv: list[str]) -> int:
     try:
         out.send(hello())
         if args.model:
-            try:
-                # Reply with id null: nobody asked, the command line did.
-                out.send(worker.load(args.model, args.cache_limit_gb, None, None, None,
-                                     engine=args.engine, tokenizer=args.tokenizer))
-            except Exception as exc:  # noqa: BLE001 - reported, worker stays up
-                code = getattr(exc, "code", "load_failed")
-                out.send({"type": "error", "id": None, "code": code, "message": str(exc)})
+            worker.dispatch(load_message(args))  # a failure is an error line; the worker stays up
         return worker.run()
     except BrokenPipeError:
         # The server closed our stdout: nobody is listening any more.

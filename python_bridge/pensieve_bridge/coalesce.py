@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-DEFAULT_WINDOW_S = 0.004
 _MERGED = ("delta", "thinking")
 
 Send = Callable[[dict], None]
@@ -25,7 +24,7 @@ class Coalescer:
 
     __slots__ = ("gid", "window", "kind", "parts", "last")
 
-    def __init__(self, gid: Any, window: float = DEFAULT_WINDOW_S):
+    def __init__(self, gid: Any, window: float):
         self.gid = gid
         self.window = window
         self.kind = ""  # "delta" | "thinking" while parts are held

@@ -332,7 +332,7 @@ def _vocab_size(lm: Any) -> Optional[int]:
 
 
 def _in_think(lm: Any, ids: list[int]) -> bool:
-    from .generation import _ends_in_think
+    from .admission import _ends_in_think
 
     return _ends_in_think(lm, ids)
 

@@ -17,7 +17,7 @@ from typing import Optional
 
 from .commands import parse_command
 from .errors import WorkerError, bad_request
-from .generation import parse_prompt, render
+from .params import parse_prompt, render
 from .model import LoadedModel
 from .streams import EOF_MARK, ProtocolOut
 

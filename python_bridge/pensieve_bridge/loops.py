@@ -8,13 +8,12 @@ from __future__ import annotations
 
 MAX_PERIOD = 64
 MIN_REPEATS = 3
-DEFAULT_SPAN = 160  # tokens of exact repetition before a generation is stopped
 
 
 class LoopGuard:
-    """push(token) -> True once the output has been looping for `span` tokens."""
+    """push(token) -> True once the output has been looping for `span` tokens (0: never)."""
 
-    def __init__(self, span: int = DEFAULT_SPAN, max_period: int = MAX_PERIOD):
+    def __init__(self, span: int, max_period: int = MAX_PERIOD):
         self.span = int(span)
         self.max_period = max_period
         self.tokens: list[int] = []

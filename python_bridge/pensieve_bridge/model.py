@@ -11,7 +11,6 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from . import templates
-from .coalesce import DEFAULT_WINDOW_S
 from .prompt_cache import GB, PromptCache
 from .toolcalls import ToolFormat, format_for
 
@@ -37,15 +36,17 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
     tool_format: Optional[ToolFormat] = None
     think: Optional[tuple[str, str]] = None  # (start, end) markers
-    prompt_cache: PromptCache = field(default_factory=PromptCache)
+    # PromptCache (llama: SeqCache); None where nothing generates (the token counter).
+    prompt_cache: Any = None
+    # The rest is set from the load command (options.configure); None in the token counter.
     # Text events of a generation closer together than this are joined (coalesce.py).
-    delta_window_s: float = DEFAULT_WINDOW_S
+    delta_window_s: Optional[float] = None
     # Sampling defaults from generation_config.json (sampling.py); a request's values win.
     sampling: dict = field(default_factory=dict)
     # Most tokens one generation may produce (--max-output-tokens, or the model's own limit).
-    max_output_tokens: int = 8192
+    max_output_tokens: Optional[int] = None
     # Tokens of exact repetition that end a generation (loops.py; 0 disables).
-    loop_span: int = 160
+    loop_span: Optional[int] = None
 
     # What the chat template accepts (templates.probe), learned once: see dialect().
     template_dialect: Optional[dict] = None
@@ -152,9 +153,8 @@ def _as_ids(out: Any) -> list[int]:
     return [int(t) for t in out]
 
 
-def load_model(name: str, context_length: Optional[int] = None,
-               prefill_step_size: Optional[int] = None, prompt_cache_entries: int = 4,
-               prompt_cache_gb: float = 2.0) -> LoadedModel:
+def load_model(name: str, context_length: Optional[int], prefill_step_size: Optional[int],
+               prompt_cache_entries: int, prompt_cache_gb: float) -> LoadedModel:
     """mlx_lm.load on a local directory or a Hugging Face id (needs the hub)."""
     from mlx_lm import load
 

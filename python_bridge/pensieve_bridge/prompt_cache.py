@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -76,44 +76,88 @@ def _copy_trimmed(cache: list, length: int, keep: int) -> list:
     return out
 
 
-class PromptCache:
-    def __init__(self, max_entries: int = 4, max_bytes: float = 2 * GB):
+class PrefixCache:
+    """What both prompt-prefix caches share: LRU entries (each with its `tokens`), bounded by
+    entry count and bytes, found by longest common prefix. PromptCache below keeps MLX KV
+    caches; llama/prompt_cache.py's SeqCache keeps llama.cpp sequences."""
+
+    def __init__(self, max_entries: int, max_bytes: float):
         self.max_entries = int(max_entries)
         self.max_bytes = int(max_bytes)
-        self.entries: list[Entry] = []  # least recently used first
-        self.hits = 0
-        self.misses = 0
-        self.tokens_reused = 0
+        self.entries: list = []  # least recently used first
+        self.hits = self.misses = self.tokens_reused = 0
 
+    @property
+    def nbytes(self) -> int:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        return {"entries": len(self.entries), "bytes": self.nbytes,
+                "max_entries": self.max_entries, "max_bytes": self.max_bytes,
+                "hits": self.hits, "misses": self.misses, "tokens_reused": self.tokens_reused}
+
+    def relieve(self, level: str) -> None:
+        """trim: keep at most half the bytes (oldest out); drop: empty."""
+        if level == "drop":
+            self.clear()
+        else:
+            self._evict(self.max_entries, self.nbytes // 2)
+
+    def clear(self) -> None:
+        while self.entries:
+            self._drop(self.entries[0])
+
+    def _lookup(self, ids: list[int], count: bool = True,
+                usable: Callable[[Any, int], bool] = lambda e, n: True) -> tuple[Any, int]:
+        """(the entry sharing the longest usable prefix with ids, its length), or (None, 0).
+
+        At most len(ids) - 1: at least one token is always computed. count: a hit or miss."""
+        best, best_n = None, 0
+        if self.max_entries > 0 and len(ids) >= 2:
+            want = np.asarray(ids, dtype=np.int32)
+            limit = len(ids) - 1
+            for e in self.entries:
+                n = min(_common_prefix(e.tokens, want), limit)
+                if n > best_n and usable(e, n):
+                    best, best_n = e, n
+        if count and best is None:
+            self.misses += 1
+        elif count:
+            self.hits += 1
+            self.tokens_reused += best_n
+        return best, best_n
+
+    def _drop_prefixes_of(self, tokens: np.ndarray) -> None:
+        # An entry whose tokens are a prefix of the new one can serve nothing more.
+        for e in list(self.entries):
+            if len(e.tokens) <= len(tokens) and _common_prefix(e.tokens, tokens) == len(e.tokens):
+                self._drop(e)
+
+    def _drop(self, e: Any) -> None:
+        self.entries.remove(e)
+
+    def _evict(self, max_entries: int, max_bytes: int) -> None:
+        while self.entries and (len(self.entries) > max_entries or self.nbytes > max_bytes):
+            self._drop(self.entries[0])
+
+
+class PromptCache(PrefixCache):
     @property
     def nbytes(self) -> int:
         return sum(e.nbytes for e in self.entries)
 
     def fetch(self, ids: list[int]) -> tuple[Optional[list], int]:
         """(cache holding the first n prompt tokens, n), or (None, 0) on a miss."""
-        if self.max_entries <= 0 or len(ids) < 2:
-            self.misses += 1
-            return None, 0
-        want = np.asarray(ids, dtype=np.int32)
-        limit = len(ids) - 1  # at least one token is always computed
-        best, best_n = None, 0
-        for e in self.entries:
-            n = min(_common_prefix(e.tokens, want), limit)
-            whole = n == len(e.tokens)
-            if n > best_n and (whole or e.trimmable):
-                best, best_n = e, n
+        # A cache that cannot be trimmed serves only as a whole prefix.
+        best, n = self._lookup(ids, usable=lambda e, n: n == len(e.tokens) or e.trimmable)
         if best is None:
-            self.misses += 1
             return None, 0
-        self.hits += 1
-        self.tokens_reused += best_n
-        if best_n == len(best.tokens):
-            # The whole entry is a prefix: move it out; it returns extended.
-            self.entries.remove(best)
-            return best.cache, best_n
         self.entries.remove(best)
+        if n == len(best.tokens):
+            # The whole entry is a prefix: move it out; it returns extended.
+            return best.cache, n
         self.entries.append(best)  # most recently used
-        return _copy_trimmed(best.cache, len(best.tokens), best_n), best_n
+        return _copy_trimmed(best.cache, len(best.tokens), n), n
 
     def store(self, tokens: list[int], cache: list) -> bool:
         """Keeps cache (holding exactly `tokens`) as the most recent entry; True if kept."""
@@ -127,29 +171,7 @@ class PromptCache:
         arr = np.asarray(tokens, dtype=np.int32)
         entry = Entry(arr, cache, nbytes, bool(can_trim_prompt_cache(cache)))
         if entry.trimmable:
-            # An entry whose tokens are a prefix of the new one can serve nothing more.
-            self.entries = [e for e in self.entries
-                            if not (len(e.tokens) <= len(arr)
-                                    and _common_prefix(e.tokens, arr) == len(e.tokens))]
+            self._drop_prefixes_of(arr)
         self.entries.append(entry)
         self._evict(self.max_entries, self.max_bytes)
         return entry in self.entries
-
-    def relieve(self, level: str) -> None:
-        """trim: keep at most half the bytes (oldest out); drop: empty."""
-        if level == "drop":
-            self.entries.clear()
-        else:
-            self._evict(self.max_entries, self.nbytes // 2)
-
-    def clear(self) -> None:
-        self.entries.clear()
-
-    def _evict(self, max_entries: int, max_bytes: int) -> None:
-        while self.entries and (len(self.entries) > max_entries or self.nbytes > max_bytes):
-            self.entries.pop(0)
-
-    def stats(self) -> dict[str, Any]:
-        return {"entries": len(self.entries), "bytes": self.nbytes,
-                "max_entries": self.max_entries, "max_bytes": self.max_bytes,
-                "hits": self.hits, "misses": self.misses, "tokens_reused": self.tokens_reused}

@@ -14,9 +14,10 @@ from typing import Optional
 
 from . import faults
 from .batch import Batch
+from .generation import run_to_end
 from .model import LoadedModel
 from .prompt_cache import PromptCache
-from .solo import Solo, run_to_end
+from .solo import Solo
 
 WARMUP_ID = "warmup"
 WARMUP_TOKENS = 4
@@ -30,7 +31,7 @@ class _Quiet:
     def send(self, msg: dict) -> None:
         pass
 
-    def poll(self) -> None:
+    def answer_immediate(self) -> None:
         pass
 
     def log(self, line: str) -> None:
@@ -46,11 +47,11 @@ def _run_solo(host: _Quiet, lm: LoadedModel, msg: dict) -> None:
     if is_llama(lm):
         # llama.cpp: the first decode sizes its compute buffers and repacks weights.
         from .llama.prompt_cache import SeqCache
-        from .llama.solo import LlamaSolo, run_to_end as run_llama
+        from .llama.solo import LlamaSolo
 
         kept, lm.prompt_cache = lm.prompt_cache, SeqCache(lm.model, 0, 0)
         try:
-            run_llama(LlamaSolo(host, lm, msg))
+            run_to_end(LlamaSolo(host, lm, msg))
         finally:
             lm.prompt_cache = kept
         return

@@ -22,6 +22,22 @@ MAKE_TINY = BRIDGE / "make_tiny_model.py"
 sys.path.insert(0, str(BRIDGE))  # unit tests import pensieve_bridge directly
 
 TIMEOUT = 30.0  # generous per-message wait: a failure, never a timing assertion
+# The server's load values (its src/config.ts holds every default): the worker requires them.
+SERVER_LOAD = {"cache_limit_gb": 5, "prompt_cache_entries": 4, "prompt_cache_gb": 2,
+               "max_batch": 4, "max_output_tokens": 8192, "loop_guard_tokens": 160,
+               "coalesce_ms": 4}
+
+
+def load_fields(model: Any, **fields: Any) -> dict:
+    """A load command's fields as the server sends them, with a test's own changes."""
+    return {**SERVER_LOAD, "model": str(model), **fields}
+
+
+def model_args(model: Any, **fields: Any) -> list[str]:
+    """mlx_inference.py's --model command line, with the same values as load_fields."""
+    values = {**SERVER_LOAD, **fields}
+    return ["--model", str(model), *(a for key, val in values.items()
+                                     for a in ("--" + key.replace("_", "-"), str(val)))]
 
 
 class WorkerProc:
@@ -89,6 +105,10 @@ class WorkerProc:
         cmd_id = self.send(cmd, **fields)
         return self.until(lambda m: m.get("id") == cmd_id)[-1]
 
+    def load(self, model: Any, **fields: Any) -> dict:
+        """Sends load with the server's values (load_fields) and returns its reply."""
+        return self.request("load", **load_fields(model, **fields))
+
     def generate(self, **fields: Any) -> list[dict]:
         """All messages of one generation, through its done or error."""
         gid = self.send("generate", **fields)
@@ -142,7 +162,7 @@ def worker(tiny_model):
     """One loaded worker shared by a module's tests (each leaves it idle)."""
     w = WorkerProc()
     assert w.recv()["type"] == "hello"
-    loaded = w.request("load", model=str(tiny_model))
+    loaded = w.load(tiny_model)
     assert loaded["type"] == "loaded", loaded
     yield w
     w.stop()
@@ -154,7 +174,7 @@ def batch_worker(tiny_model):
     """A worker that batches up to 4 generations, with no prompt cache (one per test module)."""
     w = WorkerProc()
     assert w.recv()["type"] == "hello"
-    loaded = w.request("load", model=str(tiny_model), max_batch=4, prompt_cache_entries=0)
+    loaded = w.load(tiny_model, max_batch=4, prompt_cache_entries=0)
     assert loaded["type"] == "loaded" and loaded["max_concurrency"] == 4, loaded
     yield w
     w.stop()

@@ -92,5 +92,5 @@ def test_a_seeded_request_runs_alone_and_others_still_finish(bworker):
 
 def test_bad_max_batch_is_refused(spawn, tiny_model):
     w = spawn()
-    err = w.request("load", model=str(tiny_model), max_batch=0)
+    err = w.load(str(tiny_model), max_batch=0)
     assert err["type"] == "error" and err["code"] == "bad_request"

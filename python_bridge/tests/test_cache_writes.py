@@ -25,7 +25,7 @@ def prefix_len(tok, messages):
 @pytest.fixture
 def w(spawn, tiny_model):
     w = spawn()
-    assert w.request("load", model=str(tiny_model))["type"] == "loaded"
+    assert w.load(str(tiny_model))["type"] == "loaded"
     return w
 
 
@@ -95,7 +95,8 @@ def test_a_bad_cache_prefix_is_a_bad_request(w):
 def test_the_cheap_text_path_agrees_with_tokenizing_the_prefix(tok):
     from types import SimpleNamespace
 
-    from pensieve_bridge.generation import GenerateParams, cache_breakpoint
+    from pensieve_bridge.admission import cache_breakpoint
+    from pensieve_bridge.params import GenerateParams
     from pensieve_bridge.prompt_cache import common_prefix
 
     lm = SimpleNamespace(tokenizer=tok, _template_uses=lambda name: False,

@@ -62,7 +62,7 @@ def pair(tiny_model):
     for name, ms in (("slow", 60_000), ("wide", 1000), ("off", 0)):
         w = WorkerProc()
         assert w.recv()["type"] == "hello"
-        loaded = w.request("load", model=str(tiny_model), coalesce_ms=ms, prompt_cache_entries=0)
+        loaded = w.load(str(tiny_model), coalesce_ms=ms, prompt_cache_entries=0)
         assert loaded["type"] == "loaded", loaded
         workers[name] = w
     yield workers
@@ -125,5 +125,5 @@ def test_the_first_text_is_not_held_and_a_cancel_flushes_the_rest(pair):
 def test_bad_coalesce_ms_is_refused(spawn, tiny_model):
     w = spawn()
     for bad in (-1, "4", True, 10**9):
-        err = w.request("load", model=str(tiny_model), coalesce_ms=bad)
+        err = w.load(str(tiny_model), coalesce_ms=bad)
         assert err["type"] == "error" and err["code"] == "bad_request", err

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import WorkerProc
+from conftest import WorkerProc, load_fields
 from pensieve_bridge.constrain import (Constraint, call_form, constraint_for, forced_tool,
                                        unforced)
 from pensieve_bridge.jsonschema_lite import conform
@@ -102,7 +102,7 @@ def test_the_kill_switch_turns_it_off(tiny_lm, monkeypatch):
 
 
 def test_plan_output_gets_an_unforced_copy():
-    from pensieve_bridge.generation import parse_params
+    from pensieve_bridge.params import parse_params
 
     p = parse_params({"messages": ASK, "tools": TOOLS, "tool_choice": "required"})
     assert unforced(p).tool_choice == "auto" and p.tool_choice == "required"
@@ -276,7 +276,7 @@ def qwen_worker():
     env = {"LD_PRELOAD": str(OPENBLAS)} if OPENBLAS.exists() else {}
     w = WorkerProc(env=env)
     assert w.recv()["type"] == "hello"
-    gid = w.send("load", model=str(model), warmup=False)
+    gid = w.send("load", **load_fields(model, warmup=False))
     assert w.until(lambda m: m.get("id") == gid, timeout=SLOW)[-1]["type"] == "loaded"
     yield w
     w.stop()

@@ -558,8 +558,8 @@ def test_hello_and_loaded_name_the_runtime(tmp_path):
     assert h["device"] in ("cpu", "gpu") and isinstance(h["blas"], str) and h["blas"]
     src = tmp_path / "tiny.gguf"
     write_tiny_gguf(src, "llama", to_gguf_layout(tiny_llama_hf()), HP)
-    info = load_model(str(convert(src, tmp_path / "m", "float16"))).info
+    info = load_model(str(convert(src, tmp_path / "m", "float16")), None, None, 0, 0).info
     assert info["engine"] == "mlx" and info["device"] == h["device"] and info["blas"] == h["blas"]
     assert info["dtype"] == "float16" and info["quantization"] is None
-    q = load_model(str(convert(src, tmp_path / "m", quantize=8))).info
+    q = load_model(str(convert(src, tmp_path / "m", quantize=8)), None, None, 0, 0).info
     assert q["quantization"] == "8-bit (group 64)"

@@ -21,7 +21,7 @@ def hygiene_line(w, gid):
 
 def test_cache_cleared_after_success(spawn, tiny_model):
     w = spawn()
-    w.request("load", model=str(tiny_model))
+    w.load(str(tiny_model))
     gid = w.send("generate", messages=HI, max_tokens=64, temperature=0)
     assert w.until(lambda m: m.get("id") == gid and m["type"] == "done")[-1]["type"] == "done"
     line = hygiene_line(w, gid)
@@ -33,7 +33,7 @@ def test_cache_cleared_after_success(spawn, tiny_model):
 
 def test_cache_cleared_after_cancel(spawn, tiny_model):
     w = spawn()
-    w.request("load", model=str(tiny_model))
+    w.load(str(tiny_model))
     gid = w.send("generate", messages=HI, max_tokens=10**9, temperature=0)
     w.until(lambda m: m.get("id") == gid and m["type"] == "delta")
     w.send("cancel", target=gid)
@@ -46,7 +46,7 @@ def test_cache_cleared_after_cancel(spawn, tiny_model):
 def test_cache_cleared_after_error_and_stdout_stays_protocol_only(spawn, tiny_model):
     # noise: print(), a raw write to fd 1 and C printf on every command and token.
     w = spawn(env={"PENSIEVE_WORKER_FAULT": "noise,generate_error"})
-    w.request("load", model=str(tiny_model))
+    w.load(str(tiny_model))
     msgs = w.generate(messages=HI, max_tokens=32, temperature=0)
     assert [m["type"] for m in msgs][0] == "started"
     err = msgs[-1]
@@ -67,7 +67,7 @@ def test_cache_cleared_after_error_and_stdout_stays_protocol_only(spawn, tiny_mo
 
 def test_logs_never_carry_prompt_or_generated_text(spawn, tiny_model):
     w = spawn()
-    w.request("load", model=str(tiny_model))
+    w.load(str(tiny_model))
     secret = "zebra-secret-prompt-4242"
     msgs = w.generate(messages=[{"role": "user", "content": secret}], max_tokens=40,
                       temperature=1.0, seed=5)

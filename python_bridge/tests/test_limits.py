@@ -12,7 +12,7 @@ def small(tiny_model):
 
     w = WorkerProc()
     assert w.recv()["type"] == "hello"
-    loaded = w.request("load", model=str(tiny_model), context_length=SMALL_CONTEXT)
+    loaded = w.load(str(tiny_model), context_length=SMALL_CONTEXT)
     assert loaded["context_length"] == SMALL_CONTEXT
     yield w
     w.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BRIDGE, WorkerProc
+from conftest import BRIDGE, WorkerProc, load_fields
 
 ROOT = BRIDGE.parent
 REAL = os.environ.get("PENSIEVE_REAL_MODELS") != "0"
@@ -61,7 +61,7 @@ def model_files() -> tuple[Path, Path]:
 def _start(gguf: Path, tok: Path, **load) -> tuple[WorkerProc, dict]:
     w = WorkerProc(env={"PENSIEVE_LLAMA_LIB_DIR": str(_lib_dir())})
     assert w.recv()["type"] == "hello"
-    cid = w.send("load", model=str(gguf), engine="llama", tokenizer=str(tok), **load)
+    cid = w.send("load", **load_fields(gguf, engine="llama", tokenizer=str(tok), **load))
     return w, w.until(lambda m: m.get("id") == cid, timeout=LOAD_TIMEOUT)[-1]
 
 
@@ -276,9 +276,9 @@ def test_counter_counts_like_the_worker(llama, model_files, spawn):
 def test_bad_engine_and_missing_gguf(spawn, model_files):
     _gguf, tok = model_files
     w = spawn(env={"PENSIEVE_LLAMA_LIB_DIR": str(_lib_dir())})
-    bad = w.request("load", model="x.gguf", engine="onnx")
+    bad = w.load("x.gguf", engine="onnx")
     assert bad["type"] == "error" and bad["code"] == "bad_request"
-    missing = w.request("load", model="/nonexistent/m.gguf", engine="llama", tokenizer=str(tok))
+    missing = w.load("/nonexistent/m.gguf", engine="llama", tokenizer=str(tok))
     assert missing["type"] == "error" and missing["code"] == "load_failed"
     assert not w.bad_lines
 

@@ -11,7 +11,7 @@ WITH_PREFILL = USER + [{"role": "assistant", "content": PREFILL}]
 
 @pytest.fixture(scope="module")
 def lm(tiny_model):
-    return load_model(str(tiny_model))
+    return load_model(str(tiny_model), None, None, 0, 0)  # no prompt cache: it only renders
 
 
 def text_of(lm, ids):

@@ -21,7 +21,7 @@ def text_of(msgs):
 def loaded(spawn, tiny_model):
     def make(**load_args):
         w = spawn()
-        reply = w.request("load", model=str(tiny_model), **load_args)
+        reply = w.load(str(tiny_model), **load_args)
         assert reply["type"] == "loaded", reply
         return w, reply
     return make
@@ -105,7 +105,7 @@ def test_bounds_count_and_bytes(loaded):
     tiny.generate(messages=TURN1, max_tokens=2, temperature=0)
     pc = tiny.request("stats")["prompt_cache"]
     assert pc["entries"] == 0 and pc["max_bytes"] == 1000
-    bad = w.request("load", model="x", prompt_cache_entries=-1)
+    bad = w.load("x", prompt_cache_entries=-1)
     assert bad["code"] == "bad_request"
 
 

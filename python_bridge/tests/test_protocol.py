@@ -21,7 +21,7 @@ def text_of(msgs):
 
 def test_loaded_reports_model_facts(worker, tiny_model):
     cfg = json.loads((tiny_model / "config.json").read_text())
-    info = worker.request("load", model=str(tiny_model), cache_limit_gb=2)
+    info = worker.load(str(tiny_model), cache_limit_gb=2)
     assert info["type"] == "loaded"
     assert info["context_length"] == cfg["max_position_embeddings"]
     assert info["vocab_size"] == cfg["vocab_size"]
@@ -135,7 +135,7 @@ def test_stats_and_count_tokens_are_answered_during_generation(worker):
 def test_other_commands_wait_and_queued_generate_can_be_cancelled(spawn, tiny_model):
     # One at a time (max_batch 1): a second generate waits like any other command.
     worker = spawn()
-    loaded = worker.request("load", model=str(tiny_model), max_batch=1)
+    loaded = worker.load(str(tiny_model), max_batch=1)
     assert loaded["max_concurrency"] == 1
     a = worker.send("generate", messages=HI, max_tokens=10**9, temperature=0)
     worker.until(lambda m: m.get("id") == a and m["type"] == "delta")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WorkerProc
+from conftest import WorkerProc, load_fields
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / ".pensieve" / "test-models"
@@ -41,7 +41,7 @@ def qwen_worker():
     env = {"LD_PRELOAD": str(OPENBLAS)} if OPENBLAS.exists() else {}  # faster CPU matmuls
     w = WorkerProc(env=env)
     assert w.recv()["type"] == "hello"
-    gid = w.send("load", model=str(model), warmup=False)
+    gid = w.send("load", **load_fields(model, warmup=False))
     loaded = w.until(lambda m: m.get("id") == gid, timeout=SLOW)[-1]
     assert loaded["type"] == "loaded" and loaded["tool_parser"] == "json_tools", loaded
     yield w

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pensieve_bridge.generation import parse_params
+from pensieve_bridge.params import parse_params
 from pensieve_bridge.loops import LoopGuard
 from pensieve_bridge.sampling import logits_processors, read_defaults
 
@@ -82,7 +82,7 @@ def test_a_long_single_token_run_is_a_loop():
 
 def test_load_reports_the_limits_and_random_weights_get_no_loop_guard(spawn, tiny_model):
     w = spawn()
-    loaded = w.request("load", model=str(tiny_model), max_output_tokens=12, loop_guard_tokens=80)
+    loaded = w.load(str(tiny_model), max_output_tokens=12, loop_guard_tokens=80)
     assert loaded["type"] == "loaded", loaded
     assert loaded["max_output_tokens"] == 12 and loaded["loop_guard_tokens"] == 0
     done = w.generate(messages=[{"role": "user", "content": "hi"}], max_tokens=500,
@@ -93,5 +93,5 @@ def test_load_reports_the_limits_and_random_weights_get_no_loop_guard(spawn, tin
 
 def test_load_refuses_bad_limits(spawn, tiny_model):
     w = spawn()
-    bad = w.request("load", model=str(tiny_model), max_output_tokens=0)
+    bad = w.load(str(tiny_model), max_output_tokens=0)
     assert bad["type"] == "error" and "max_output_tokens" in bad["message"]

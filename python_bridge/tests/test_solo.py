@@ -78,7 +78,7 @@ def test_cancel_of_the_solo_in_its_prefill_while_a_request_joins(spawn, tiny_mod
     # A long prompt in small chunks: b joins while a is (most likely) still in prefill,
     # so a is cancelled as a solo; either way a ends cancelled and b runs to the end.
     w = spawn()
-    loaded = w.request("load", model=str(tiny_model), prefill_step_size=8, prompt_cache_entries=0)
+    loaded = w.load(str(tiny_model), prefill_step_size=8, prompt_cache_entries=0)
     assert loaded["max_concurrency"] == 4
     long = [{"role": "user", "content": "many words " * 1500}]
     a = w.send("generate", messages=long, max_tokens=10**6, temperature=0)
@@ -94,9 +94,29 @@ def test_cancel_of_the_solo_in_its_prefill_while_a_request_joins(spawn, tiny_mod
     assert w.request("stats")["active"] == []
 
 
+def test_a_generate_arriving_in_a_solo_prefill_waits_for_its_first_token(spawn, tiny_model):
+    # The prefill callback answers stats and cancel, but never admits a generate inside
+    # stream_generate: the loop does, after the solo's first token.
+    w = spawn()
+    assert w.load(tiny_model, prefill_step_size=8, prompt_cache_entries=0)["max_concurrency"] == 4
+    long = [{"role": "user", "content": "many words " * 1500}]
+    a = w.send("generate", messages=long, max_tokens=4, temperature=0)
+    w.until(lambda m: m.get("id") == a and m["type"] == "progress" and m["processed"] > 0)
+    b = w.send("generate", messages=PROMPTS[1], max_tokens=4, temperature=0)
+    sid = w.send("stats")
+    msgs = w.until(lambda m: m.get("id") == sid) + run_all(w, [a, b])
+    idx = {id(m): i for i, m in enumerate(msgs)}
+    prefilled = [m for m in of(msgs, a, "progress") if m["processed"] == m["total"]][0]
+    stats = [m for m in msgs if m.get("id") == sid][0]
+    assert idx[id(of(msgs, b, "started")[0])] > idx[id(prefilled)]
+    if idx[id(stats)] < idx[id(prefilled)]:  # answered inside the prefill: b waits there
+        assert stats["active"] == [a] and stats["deferred"] == 1
+    assert [of(msgs, g, "done")[0]["finish_reason"] for g in (a, b)] == ["length"] * 2
+
+
 def test_the_solo_takes_a_slot_and_a_generate_beyond_the_limit_waits(spawn, tiny_model):
     w = spawn()
-    loaded = w.request("load", model=str(tiny_model), max_batch=2, prompt_cache_entries=0)
+    loaded = w.load(str(tiny_model), max_batch=2, prompt_cache_entries=0)
     assert loaded["max_concurrency"] == 2
     a = w.send("generate", messages=PROMPTS[0], max_tokens=10**6, temperature=0)
     w.until(lambda m: m.get("id") == a and m["type"] == "delta")

@@ -7,7 +7,7 @@ Every case runs whole, one character at a time and split at every position.
 
 import pytest
 
-from pensieve_bridge.generation import TextOutput
+from pensieve_bridge.output import TextOutput
 from pensieve_bridge.jsonschema_lite import Invalid, conform
 from pensieve_bridge.splitter import OutputSplitter
 from pensieve_bridge.toolcalls import JsonScanner, json_head, mlx_format, parse_json_calls, tool_schemas

@@ -20,7 +20,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pensieve_bridge import templates  # noqa: E402
-from pensieve_bridge.generation import render as generation_render  # noqa: E402
+from pensieve_bridge.params import render as generation_render  # noqa: E402
 from pensieve_bridge.model import LoadedModel, RenderError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

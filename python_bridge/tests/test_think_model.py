@@ -20,7 +20,7 @@ def thinker(think_model):
 
     w = WorkerProc()
     assert w.recv()["type"] == "hello"
-    loaded = w.request("load", model=str(think_model))
+    loaded = w.load(str(think_model))
     assert loaded["type"] == "loaded" and loaded["has_thinking"] is True, loaded
     yield w
     w.stop()

@@ -30,7 +30,7 @@ def tworker(tool_model):
     # these tests cover the unconstrained forced path (test_constrain.py covers the grammar).
     w = WorkerProc(env={"PENSIEVE_CONSTRAIN": "0"})
     assert w.recv()["type"] == "hello"
-    assert w.request("load", model=str(tool_model))["type"] == "loaded"
+    assert w.load(str(tool_model))["type"] == "loaded"
     yield w
     w.stop()
     assert not w.bad_lines

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pensieve_bridge.generation import TextOutput
+from pensieve_bridge.output import TextOutput
 from pensieve_bridge.splitter import OutputSplitter
 from pensieve_bridge.toolcalls import is_llama3_template, mlx_format
 

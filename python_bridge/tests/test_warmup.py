@@ -9,7 +9,7 @@ def warmup_lines(w):
 
 def test_load_warms_up_without_touching_the_prompt_cache(spawn, tiny_model):
     w = spawn()
-    loaded = w.request("load", model=str(tiny_model))
+    loaded = w.load(str(tiny_model))
     assert loaded["type"] == "loaded", loaded
     assert len(warmup_lines(w)) == 1
     pc = w.request("stats")["prompt_cache"]
@@ -21,8 +21,8 @@ def test_load_warms_up_without_touching_the_prompt_cache(spawn, tiny_model):
 
 def test_warmup_false_skips_it_and_output_is_the_same(spawn, tiny_model):
     warm, cold = spawn(), spawn()
-    assert warm.request("load", model=str(tiny_model))["type"] == "loaded"
-    assert cold.request("load", model=str(tiny_model), warmup=False)["type"] == "loaded"
+    assert warm.load(str(tiny_model))["type"] == "loaded"
+    assert cold.load(str(tiny_model), warmup=False)["type"] == "loaded"
     assert not warmup_lines(cold)
 
     def text(w):
@@ -34,21 +34,21 @@ def test_warmup_false_skips_it_and_output_is_the_same(spawn, tiny_model):
 
 def test_warmup_on_the_single_path_too(spawn, tiny_model):
     w = spawn()
-    assert w.request("load", model=str(tiny_model), max_batch=1)["type"] == "loaded"
+    assert w.load(str(tiny_model), max_batch=1)["type"] == "loaded"
     assert len(warmup_lines(w)) == 1
     assert w.generate(messages=HI, max_tokens=4, temperature=0)[-1]["type"] == "done"
 
 
 def test_bad_warmup_is_refused(spawn, tiny_model):
     w = spawn()
-    err = w.request("load", model=str(tiny_model), warmup="yes")
+    err = w.load(str(tiny_model), warmup="yes")
     assert err["type"] == "error" and err["code"] == "bad_request"
 
 
 def test_injected_faults_do_not_fire_in_the_warm_up(spawn, tiny_model):
     # The warm-up is not a request under test: a crash fault waits for a real generation.
     w = spawn(env={"PENSIEVE_WORKER_FAULT": "crash"})
-    assert w.request("load", model=str(tiny_model))["type"] == "loaded"
+    assert w.load(str(tiny_model))["type"] == "loaded"
     assert len(warmup_lines(w)) == 1
     w.send("generate", messages=HI, max_tokens=4, temperature=0)
     assert w.wait_exit() == 70

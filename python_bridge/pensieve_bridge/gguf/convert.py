@@ -11,10 +11,8 @@ under a key of the file's sha256, so each file is converted once.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import arch as archmod
+from .cache_keys import cache_dir_name, file_sha256, find_cached
 from .progress import Progress, log
 from .tokenizer import GGUFVocab, write_tokenizer
 
@@ -31,7 +30,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
 DTYPES = ("float32", "float16", "bfloat16")
 _ST_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
-HASH_CHUNK = 8 << 20
 
 
 def default_dtype() -> str:
@@ -73,72 +71,6 @@ def _to_dtype(w: np.ndarray, dtype: str) -> np.ndarray:
     # numpy has no bfloat16: round-to-nearest-even on the float32 bits.
     bits = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32)
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-# -- hashing and cache keys ---------------------------------------------------
-
-def _memo_path(out_root: Path) -> Path:
-    return out_root / ".hashes.json"
-
-
-def file_sha256(path: Path, out_root: Optional[Path] = None) -> str:
-    """sha256 of a GGUF, memoised by (path, size, mtime) under out_root.
-
-    Ollama blobs are named by their hash already; other files cost one read.
-    """
-    path = path.resolve()
-    if m := re.fullmatch(r"sha256-([0-9a-f]{64})", path.name):
-        return m.group(1)
-    st = path.stat()
-    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
-    memo: dict[str, str] = {}
-    if out_root and _memo_path(out_root).is_file():
-        try:
-            memo = json.loads(_memo_path(out_root).read_text())
-        except ValueError:
-            memo = {}
-    if key in memo:
-        return memo[key]
-    digest = hashlib.sha256()
-    bar = Progress(f"hash {path.name}", st.st_size, unit="B")
-    with open(path, "rb") as f:
-        while block := f.read(HASH_CHUNK):
-            digest.update(block)
-            bar.advance(len(block))
-    bar.close()
-    if out_root:
-        memo[key] = digest.hexdigest()
-        out_root.mkdir(parents=True, exist_ok=True)
-        tmp = _memo_path(out_root).with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo, indent=1))
-        os.replace(tmp, _memo_path(out_root))
-    return digest.hexdigest()
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower()[:60] or "model"
-
-
-def cache_dir_name(sha: str, stem: str, dtype: str, quantize: Optional[int],
-                   tokenizer_only: bool = False) -> str:
-    suffix = "-tokenizer" if tokenizer_only else f"-q{quantize}" if quantize else f"-{dtype}"
-    return f"{sha[:16]}-{_slug(stem)}{suffix}"
-
-
-def find_cached(out_root: Path, dir_name: str) -> Optional[Path]:
-    """A finished conversion of the same bytes and options, whatever its name.
-
-    The key is the hash (and dtype/quantization); the name part is only for
-    people, so the same blob imported as a file or via ollama: is reused.
-    """
-    exact = out_root / dir_name
-    if (exact / "config.json").is_file():
-        return exact
-    prefix, suffix = dir_name.split("-", 1)[0], dir_name.rsplit("-", 1)[1]
-    for d in sorted(out_root.glob(f"{prefix}-*-{suffix}")):
-        if (d / "config.json").is_file():
-            return d
-    return None
 
 
 # -- safetensors streaming ----------------------------------------------------

