@@ -7,7 +7,8 @@
  * - checkStatus() + availableGb() + header formatting, i.e. the guard's onRequest work,
  * - one background sample from the platform source (the I/O the sampler does off the request path).
  */
-import { createMemoryMonitor } from "../src/memory/monitor";
+import { serveDefaults } from "../src/config";
+import { createMemoryMonitor, monitorTuning } from "../src/memory/monitor";
 import { createMemorySource } from "../src/memory/select-source";
 
 const ITERATIONS = 1_000_000;
@@ -44,7 +45,7 @@ async function measureAsync(fn: () => Promise<unknown>, iterations: number): Pro
   return { medianNs: median(runs), minNs: Math.min(...runs), maxNs: Math.max(...runs) };
 }
 
-const monitor = createMemoryMonitor({ source: "auto" });
+const monitor = createMemoryMonitor({ ...monitorTuning(serveDefaults()), source: "auto" });
 await monitor.sampleNow();
 const headers: Record<string, string> = {};
 

@@ -11,8 +11,22 @@ interface OptionSpec {
   help: string;
 }
 
+/** The worker's `load` settings that have a serve flag; the engine sends each on every load. */
+export interface WorkerLoadOptions {
+  /** MLX buffer cache limit in the worker, GB. */
+  cacheLimitGb: number;
+  /** Prompt-prefix cache bounds. */
+  promptCacheEntries: number;
+  promptCacheGb: number;
+  /** Most generations batched at once (1 = one at a time). */
+  maxBatch: number;
+  /** Output cap and loop guard (python_bridge/pensieve_bridge/loops.py). */
+  maxOutputTokens: number;
+  loopGuardTokens: number;
+}
+
 /** Everything `pensieve serve` can be told, after flags, environment and defaults are merged. */
-export interface ServeConfig {
+export interface ServeConfig extends WorkerLoadOptions {
   host: string;
   port: number;
   model: string;
@@ -23,13 +37,8 @@ export interface ServeConfig {
   corsOrigins: string[];
   home: string;
   logDir: string;
-  cacheLimitGb: number;
-  promptCacheEntries: number;
-  promptCacheGb: number;
-  maxBatch: number;
-  maxOutputTokens: number;
-  loopGuardTokens: number;
   repeatToolLimit: number;
+  answerRepeatedCalls: boolean;
   queueLimit: number;
   queueTimeoutMs: number;
   requestTimeoutMs: number;
@@ -89,7 +98,6 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "maxBatch", flag: "--max-batch", env: "PENSIEVE_MAX_BATCH", kind: "int", def: 4, help: "concurrent requests decoded together in one batch (1 = one at a time)" },
   { key: "maxOutputTokens", flag: "--max-output-tokens", env: "PENSIEVE_MAX_OUTPUT_TOKENS", kind: "int", def: 8192, help: "most tokens one answer may have, whatever max_tokens asks (the model's own limit if lower)" },
   { key: "loopGuardTokens", flag: "--loop-guard-tokens", env: "PENSIEVE_LOOP_GUARD_TOKENS", kind: "int", def: 160, help: "an answer repeating one pattern this many tokens is stopped as max_tokens (0 disables)" },
-  { key: "repeatToolLimit", flag: "--repeat-tool-limit", env: "PENSIEVE_REPEAT_TOOL_LIMIT", kind: "int", def: 3, help: "the same tool call this many turns in a row gets a short text answer instead (0 disables)" },
   { key: "queueLimit", flag: "--queue-limit", env: "PENSIEVE_QUEUE_LIMIT", kind: "int", def: 8, help: "waiting requests before 529 overloaded" },
   { key: "queueTimeoutMs", flag: "--queue-timeout-ms", env: "PENSIEVE_QUEUE_TIMEOUT_MS", kind: "int", def: 300_000, help: "longest a request may wait in the queue before 529" },
   { key: "requestTimeoutMs", flag: "--request-timeout-ms", env: "PENSIEVE_REQUEST_TIMEOUT_MS", kind: "int", def: 600_000, help: "longest the worker may stay silent during a generation" },
@@ -102,6 +110,8 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "drainTimeoutMs", flag: "--drain-timeout-ms", env: "PENSIEVE_DRAIN_TIMEOUT_MS", kind: "int", def: 5000, help: "EMERGENCY (memory) shutdown only: wait this long for in-flight requests before ending them" },
   { key: "shutdownDrainMs", flag: "--shutdown-drain-ms", env: "PENSIEVE_SHUTDOWN_DRAIN_MS", kind: "int", def: 30_000, help: "Ctrl-C/SIGTERM: let running generations finish this long; then end them with a retryable error (a second signal ends the wait)" },
   { key: "killTimeoutMs", flag: "--kill-timeout-ms", env: "PENSIEVE_KILL_TIMEOUT_MS", kind: "int", def: 3000, help: "wait after SIGTERM before SIGKILL of the worker" },
+  { key: "repeatToolLimit", flag: "--repeat-tool-limit", env: "PENSIEVE_REPEAT_TOOL_LIMIT", kind: "int", def: 3, help: "the same tool call this many turns in a row gets a short text answer instead (0 disables)" },
+  { key: "answerRepeatedCalls", flag: "--answer-repeated-calls", env: "PENSIEVE_ANSWER_REPEATED_CALLS", kind: "bool", def: true, help: "a model that repeats the call it has the result of answers again from that result, its tool history as text" },
   { key: "backend", flag: "--backend", env: "PENSIEVE_BACKEND", kind: "string", def: "mlx", help: "mlx (local worker) or openai (an OpenAI-compatible upstream)" },
   { key: "upstream", flag: "--upstream", env: "PENSIEVE_UPSTREAM", kind: "string", def: undefined, help: "upstream base URL for --backend openai" },
   { key: "upstreamContext", flag: "--upstream-context", env: "PENSIEVE_UPSTREAM_CONTEXT", kind: "int", def: 32768, help: "context length assumed when the upstream does not report one" },
@@ -165,8 +175,10 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
   }
   if (cfg.maxBatch < 1) throw new UsageError("--max-batch must be at least 1");
   if (cfg.maxOutputTokens < 1) throw new UsageError("--max-output-tokens must be at least 1");
+  if (cfg.upstreamContext < 1) throw new UsageError("--upstream-context must be at least 1");
   if (cfg.port > 65535) throw new UsageError("--port must be at most 65535");
-  if (cfg.memoryIntervalMs < 250 || cfg.memoryIntervalMs > 500) throw new UsageError("--memory-interval-ms must be between 250 and 500");
+  const { min, max } = MEMORY_INTERVAL_RANGE_MS;
+  if (cfg.memoryIntervalMs < min || cfg.memoryIntervalMs > max) throw new UsageError(`--memory-interval-ms must be between ${min} and ${max}`);
   if (cfg.backend !== "mlx" && cfg.backend !== "openai") throw new UsageError("--backend must be 'mlx' or 'openai'");
   if (cfg.engine !== "mlx" && cfg.engine !== "llama") throw new UsageError(`--engine must be 'mlx' or 'llama', got '${cfg.engine}'`);
   // Routes alone suffice when one of them is the catch-all; createUpstreamEngine says which is missing.
@@ -180,6 +192,118 @@ export function parseServeArgs(argv: string[], env: Record<string, string | unde
 export function serveDefaults(): ServeConfig {
   return parseServeArgs([], {});
 }
+
+/** The memory monitor's GB thresholds of a serve configuration. */
+export function memoryThresholds(cfg: ServeConfig): { caution: number; warning: number; critical: number; emergency: number } {
+  return { caution: cfg.memCautionGb, warning: cfg.memWarningGb, critical: cfg.memCriticalGb, emergency: cfg.memEmergencyGb };
+}
+
+// Bounds, not a default: sampling slower than this misses a fast fill, faster costs CPU.
+export const MEMORY_INTERVAL_RANGE_MS = Object.freeze({ min: 250, max: 500 });
+
+// ---- Defaults without a serve flag, one frozen object per concern. Consumers require them. ----
+
+const frozen = <T extends object>(o: T): Readonly<T> => Object.freeze(o);
+
+/** MlxEngine settings without a flag: the worker's coalescing window and the bridge's timings. */
+export const engineDefaults = frozen({
+  /** Text deltas of a generation closer together than this are sent as one event (0: per token). */
+  coalesceMs: 4,
+  /** count_tokens, stats and idle clear_cache. */
+  commandTimeoutMs: 30_000,
+  /** `load`, which may download a model. */
+  loadTimeoutMs: 30 * 60_000,
+  /** The worker's `hello`; importing MLX is slow on a cold disk. */
+  helloTimeoutMs: 60_000,
+  /** First delay between back-to-back failed (re)starts; doubles up to maxBackoffMs. */
+  restartBackoffMs: 500,
+  maxBackoffMs: 30_000,
+  /** stats() waits this long for fresh worker figures while generations run; up to statsIdleWaitMs when idle (/health allows 1 s). */
+  statsWaitMs: 200,
+  statsIdleWaitMs: 750,
+  /** Worker stderr lines kept for a crash's log entry, each cut to stderrLineLength characters. */
+  stderrTailLines: 40,
+  stderrLineLength: 2000,
+  /** Longest protocol line accepted from the worker, in characters. */
+  maxLineLength: 8 * 1024 * 1024,
+  /** After a worker exits, how long its pipes may drain before the exit is handled (a grandchild may hold them). */
+  exitDrainMs: 1000,
+  /** A worker or counter that failed to launch gets this long per stop step (shutdown, then SIGTERM). */
+  failedLaunchGraceMs: 1000,
+  /** A restarted token counter waits at most this long for the old one to exit. */
+  counterRetireWaitMs: 2000,
+});
+
+/** HTTP limits and hints of createApp. */
+export const httpDefaults = frozen({
+  /** 413 above this; the Messages API allows as much. */
+  maxBodyBytes: 32 * 1024 * 1024,
+  /** How long /health waits for the engine's stats before showing the last known ones. */
+  healthStatsTimeoutMs: 1000,
+  /** retry-after of memory and shutdown 503s: memory rarely frees up in under a few seconds. */
+  memoryRetryAfterSeconds: 10,
+  /** retry-after of the 503 for a generation cancelled before its first byte. */
+  cancelledRetryAfterSeconds: 10,
+});
+
+/** SSE timing of /v1/messages. */
+export const streamDefaults = frozen({
+  /** Wait this long for the first engine event before committing to the stream, so early refusals keep a JSON status. */
+  headStartMs: 2000,
+  /** Ping this often while the engine is silent; Bun's idle timeout would otherwise close the connection. */
+  pingIntervalMs: 5000,
+});
+
+/** The memory monitor's settings besides --mem-*-gb and --memory-interval-ms. */
+export const memoryDefaults = frozen({
+  /** A sample older than this counts as at least Caution. */
+  staleAfterMs: 2000,
+  /** Samples kept for the emergency log. */
+  historySize: 40,
+  /** Repeated read failures are logged at most this often. */
+  failureLogEveryMs: 10_000,
+  /** A better level applies only after `samples` readings clearing its boundary by `marginGb`. */
+  hysteresis: frozen({ marginGb: 0.25, samples: 3 }),
+});
+
+/** Polling an upstream's /metrics for KV-cache pressure (--upstream-metrics). */
+export const kvPressureDefaults = frozen({
+  intervalMs: 2000,
+  /** A reading older than this (three polls) adds no pressure. */
+  staleAfterMs: 6000,
+  /** Usage fractions at which each level starts; none for Emergency, which would stop Pensieve. */
+  thresholds: frozen({ caution: 0.8, warning: 0.9, critical: 0.97 }),
+});
+
+/** Time limits of the two shutdowns besides --drain-timeout-ms, --shutdown-drain-ms and --kill-timeout-ms. */
+export const shutdownDefaults = frozen({
+  /** After ending open streams, how long their error events get to be written. */
+  flushTimeoutMs: 1000,
+  /** Caps on the emergency's bridge steps, so a stuck worker cannot stop the exit. */
+  statsTimeoutMs: 1000,
+  clearCacheTimeoutMs: 3000,
+  /** Added to the engine's own SIGTERM and SIGKILL waits to cap engine.stop(). */
+  stopSlackMs: 2000,
+  /** How long a Ctrl-C/SIGTERM stop lets responses still being written finish. */
+  serverCloseMs: 1000,
+});
+
+/** Cap on engine.stop() in both shutdowns: shutdown, SIGTERM and SIGKILL waits, plus slack. */
+export function engineStopTimeoutMs(cfg: Pick<ServeConfig, "killTimeoutMs">): number {
+  return cfg.killTimeoutMs * 2 + shutdownDefaults.stopSlackMs;
+}
+
+/** Talking to an OpenAI-compatible upstream (--backend openai). */
+export const upstreamDefaults = frozen({
+  /** Until response headers (the upstream may queue first); longest silence between chunks; probes and tokenize calls. */
+  timeouts: frozen({ headersMs: 120_000, idleMs: 300_000, probeMs: 5_000 }),
+  /** While the upstream is unreachable, re-probe this often (0: never). */
+  reprobeIntervalMs: 10_000,
+  /** retry-after when an overloaded upstream sends no usable Retry-After. */
+  retryAfterSeconds: 5,
+  /** Longest SSE line accepted from the upstream, in characters. */
+  maxLineLength: 8 * 1024 * 1024,
+});
 
 /** True for addresses only this machine can reach: 127.0.0.0/8, ::1 and localhost. */
 export function isLoopbackHost(host: string): boolean {

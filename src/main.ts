@@ -11,7 +11,7 @@ import { runImport } from "./cli/import";
 import { ensureOpenblas } from "./models/blas";
 import { ModelPrepareError } from "./models/prepare";
 import { runServe } from "./cli/serve";
-import { runSetup } from "./cli/setup";
+import { runSetup, setupLlamaLibs } from "./cli/setup";
 
 const VERSION: string = pkg.version;
 
@@ -61,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
     const script = await materializeBridge(join(cfg.home, "bridge"));
     await ensureOpenblas((line) => process.stderr.write(`[setup] ${line}\n`));
     await runSetup({ home: cfg.home, requirementsPath: join(dirname(script), "requirements.txt"), ...(python ? { python } : {}) });
+    await setupLlamaLibs({ home: cfg.home });
     return 0;
   }
   if (cmd === "import") {

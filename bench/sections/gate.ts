@@ -4,10 +4,11 @@
  * with a fake engine so that the engine and the network do not drown the difference.
  */
 import { join } from "node:path";
-import { createApp } from "../../src/app";
+import { appTuning, createApp } from "../../src/app";
+import { memoryThresholds, serveDefaults } from "../../src/config";
 import { gateAction } from "../../src/memory/gate";
-import { createMemoryMonitor } from "../../src/memory/monitor";
-import { DEFAULT_THRESHOLDS, type MemoryMonitor } from "../../src/memory/types";
+import { createMemoryMonitor, monitorTuning } from "../../src/memory/monitor";
+import type { MemoryMonitor } from "../../src/memory/types";
 import { FakeEngine } from "../../test/support/fake-engine";
 import type { SectionResult } from "../lib/report";
 import { log, median, ratio, sig } from "../lib/util";
@@ -68,10 +69,11 @@ export async function gateSection(opts: { quick: boolean }): Promise<SectionResu
   log("gate: memory-check.ts micro-benchmark");
   const mc = await memoryCheck();
 
-  const monitor = createMemoryMonitor({ source: "auto" });
+  const monitor = createMemoryMonitor({ ...monitorTuning(serveDefaults()), source: "auto" });
   await monitor.start();
-  const safe: MemoryMonitor = { checkStatus: () => "safe", availableGb: () => 16, thresholds: () => ({ ...DEFAULT_THRESHOLDS }) };
-  const config = { token: TOKEN, aliases: "*=default", allowedHosts: [] as string[], version: "bench" };
+  const limits = memoryThresholds(serveDefaults());
+  const safe: MemoryMonitor = { checkStatus: () => "safe", availableGb: () => 16, thresholds: () => ({ ...limits }) };
+  const config = { ...appTuning(serveDefaults()), token: TOKEN, aliases: "*=default", allowedHosts: [] as string[], version: "bench" };
   const engine = new FakeEngine();
   const apps: Record<string, Handler> = {
     on: createApp({ engine, memory: monitor, config, docs: false }),

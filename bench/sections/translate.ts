@@ -5,10 +5,11 @@
  * in process (app.handle: body parse, Elysia's normalizer and validation, translation, gate).
  */
 import { TypeCompiler } from "@sinclair/typebox/compiler";
-import { createApp } from "../../src/app";
+import { appTuning, createApp } from "../../src/app";
 import { MessagesRequest, type MessagesRequestT } from "../../src/anthropic/schemas";
 import { toGenerateRequest } from "../../src/anthropic/translate";
-import { DEFAULT_THRESHOLDS, type MemoryMonitor } from "../../src/memory/types";
+import { memoryThresholds, serveDefaults } from "../../src/config";
+import type { MemoryMonitor } from "../../src/memory/types";
 import { FakeEngine } from "../../test/support/fake-engine";
 import type { Row, SectionResult } from "../lib/report";
 import { log, median, sig } from "../lib/util";
@@ -35,10 +36,11 @@ function timeMs(repeats: number, fn: () => unknown): number {
 }
 
 async function requestMs(json: string, repeats: number): Promise<number> {
-  const safe: MemoryMonitor = { checkStatus: () => "safe", availableGb: () => 64, thresholds: () => ({ ...DEFAULT_THRESHOLDS }) };
+  const limits = memoryThresholds(serveDefaults());
+  const safe: MemoryMonitor = { checkStatus: () => "safe", availableGb: () => 64, thresholds: () => ({ ...limits }) };
   // A context large enough that the body is translated, not refused as hopeless.
   const engine = new FakeEngine({ model: { contextLength: 100_000_000 } });
-  const app = createApp({ engine, memory: safe, config: { token: TOKEN, aliases: "*=default", allowedHosts: [], version: "bench" }, docs: false });
+  const app = createApp({ engine, memory: safe, config: { ...appTuning(serveDefaults()), token: TOKEN, aliases: "*=default", allowedHosts: [], version: "bench" }, docs: false });
   const runs: number[] = [];
   for (let r = 0; r < repeats + 1; r++) {
     Bun.gc(true);

@@ -79,8 +79,13 @@ export class MessageAccumulator {
   }
 }
 
+/** The converter's options, and the retry-after of the 503 for a cancelled generation. */
+export interface AggregateOptions extends StreamConverterOptions {
+  cancelledRetryAfterSeconds: number;
+}
+
 /** Folds engine events into a complete Message; a cancelled generation throws a 503 instead. */
-export async function aggregate(events: AsyncIterable<EngineEvent>, opts: StreamConverterOptions): Promise<MessageT> {
+export async function aggregate(events: AsyncIterable<EngineEvent>, opts: AggregateOptions): Promise<MessageT> {
   const conv = new StreamConverter(opts);
   const acc = new MessageAccumulator();
   for (const e of conv.start()) acc.apply(e);
@@ -89,20 +94,20 @@ export async function aggregate(events: AsyncIterable<EngineEvent>, opts: Stream
     if (conv.isFinished) break;
   }
   if (!conv.isFinished) throw new Error("generation ended without a done event");
-  return complete(conv, acc);
+  return complete(conv, acc, opts.cancelledRetryAfterSeconds);
 }
 
 // A cancelled generation is a fragment: a retryable 503, never a Message with end_turn.
-function complete(conv: StreamConverter, acc: MessageAccumulator): MessageT {
-  if (conv.isCancelled) throw new ServiceUnavailableError(CANCELLED_MESSAGE);
+function complete(conv: StreamConverter, acc: MessageAccumulator, retryAfterSeconds: number): MessageT {
+  if (conv.isCancelled) throw new ServiceUnavailableError(CANCELLED_MESSAGE, retryAfterSeconds);
   return acc.result();
 }
 
 /** Synchronous variant for a list of events (tests fold scripted events with it). */
-export function aggregateEvents(events: readonly EngineEvent[], opts: StreamConverterOptions): MessageT {
+export function aggregateEvents(events: readonly EngineEvent[], opts: AggregateOptions): MessageT {
   const conv = new StreamConverter(opts);
   const acc = new MessageAccumulator();
   for (const e of conv.start()) acc.apply(e);
   for (const ev of events) for (const e of conv.push(ev)) acc.apply(e);
-  return complete(conv, acc);
+  return complete(conv, acc, opts.cancelledRetryAfterSeconds);
 }

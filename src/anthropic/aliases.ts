@@ -3,7 +3,7 @@
  * model. Responses echo the requested name, so clients never notice.
  */
 
-import { isGlob, patternMatches } from "../engine/patterns";
+import { isGlob, patternEntries, patternMatches } from "../engine/patterns";
 
 /** One rule: `pattern` as src/engine/patterns.ts reads it (a bare name matches names containing it). */
 export interface AliasRule {
@@ -23,18 +23,8 @@ export const DEFAULT_TARGET = "default";
  * Throws on an entry without `=` or with an empty pattern, so a typo fails at startup.
  */
 export function parseAliases(spec: string): AliasRule[] {
-  const rules: AliasRule[] = [];
-  for (const raw of spec.split(",")) {
-    const entry = raw.trim();
-    if (!entry) continue;
-    const eq = entry.lastIndexOf("=");
-    if (eq <= 0) throw new Error(`invalid alias entry "${entry}": expected PATTERN=TARGET`);
-    const pattern = entry.slice(0, eq).trim();
-    const target = entry.slice(eq + 1).trim();
-    if (!pattern) throw new Error(`invalid alias entry "${entry}": empty pattern`);
-    rules.push({ pattern, target: target || DEFAULT_TARGET });
-  }
-  return rules;
+  const entries = patternEntries(spec, "last", (entry) => new Error(`invalid alias entry "${entry}": expected PATTERN=TARGET`));
+  return entries.map(({ pattern, value }) => ({ pattern, target: value || DEFAULT_TARGET }));
 }
 
 /**

@@ -3,23 +3,8 @@
  * turn. When the conversation already holds that repeat `limit` times in a row, the answer
  * is a short text turn saying so, instead of another generation that would repeat it again.
  */
-import type { ChatMessage, ChatToolCall, EngineEvent } from "../engine/types";
-
-/** Default number of identical consecutive tool-call turns that ends the loop (0 disables). */
-export const DEFAULT_REPEAT_TOOL_LIMIT = 3;
-
-// Canonical JSON: key order must not hide a repeat.
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
-  if (v && typeof v === "object") {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(",")}}`;
-  }
-  return JSON.stringify(v ?? null);
-}
-
-const signature = (calls: readonly ChatToolCall[]) =>
-  calls.map((c) => `${c.function.name}(${canonical(c.function.arguments)})`).sort().join(";");
+import type { ChatMessage, EngineEvent } from "../engine/types";
+import { turnSignature as signature } from "./call-signature";
 
 /** The repeated call's name when the last `limit` assistant turns made the same calls; else null. */
 export function repeatedToolCall(messages: readonly ChatMessage[], limit: number): string | null {

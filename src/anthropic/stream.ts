@@ -82,7 +82,7 @@ export const newToolUseId = (): string => newId("toolu_");
 
 const pingEvent = (): SseEvent => ({ event: "ping", data: { type: "ping" } });
 
-/** Characters per input_json_delta; Anthropic streams a call's input in pieces, and clients join them. */
+/** Characters per input_json_delta; Anthropic streams a call's input in pieces, and clients join them (wire shape, not a tunable). */
 export const JSON_FRAGMENT_CHARS = 48;
 
 /** Splits serialized tool input into input_json_delta pieces, never inside a UTF-16 surrogate pair. */

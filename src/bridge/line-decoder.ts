@@ -12,8 +12,8 @@ export interface LineOverflow {
 }
 
 export interface LineDecoderOptions {
-  /** Longest accepted line, in UTF-16 code units (default 8 Mi). */
-  maxLineLength?: number;
+  /** Longest accepted line, in UTF-16 code units. */
+  maxLineLength: number;
   /** Called once per over-long line; that line is then dropped up to its newline. */
   onOverflow?: (overflow: LineOverflow) => void;
   /**
@@ -23,7 +23,7 @@ export interface LineDecoderOptions {
   lineEnds?: "lf" | "any";
 }
 
-export const DEFAULT_MAX_LINE_LENGTH = 8 * 1024 * 1024;
+// How much of an over-long line a log shows (not a setting).
 const HEAD_LENGTH = 200;
 
 /**
@@ -44,9 +44,9 @@ export class LineDecoder {
 
   constructor(
     private readonly onLine: (line: string) => void,
-    options: LineDecoderOptions = {},
+    options: LineDecoderOptions,
   ) {
-    this.maxLineLength = options.maxLineLength ?? DEFAULT_MAX_LINE_LENGTH;
+    this.maxLineLength = options.maxLineLength;
     this.onOverflow = options.onOverflow;
     this.anyEnd = options.lineEnds === "any";
   }

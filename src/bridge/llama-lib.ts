@@ -1,15 +1,22 @@
 /**
  * Where the llama.cpp libraries for the llama engine are: the prebuilt binaries of npm's
  * @node-llama-cpp/<platform> packages (package.json's optionalDependencies; bun installs
- * the one matching this machine). The worker reads the folder from PENSIEVE_LLAMA_LIB_DIR.
+ * the one matching this machine, and a compiled binary fetches it into <home>/llama, see
+ * llama-fetch.ts). The worker reads the folder from PENSIEVE_LLAMA_LIB_DIR.
  */
 import { existsSync, readdirSync } from "node:fs";
+import { homedir } from "node:os";
 import { join } from "node:path";
 
 import { sourceRoot } from "../assets/source-root";
+import { llamaPins } from "./llama-pins" with { type: "macro" };
+import type { LlamaPins } from "./llama-pins";
 
 /** The env var the worker reads the library folder from. */
 export const LLAMA_LIB_DIR_ENV = "PENSIEVE_LLAMA_LIB_DIR";
+
+/** The pinned package version and integrities, inlined at bundle time from package.json and bun.lock. */
+export const LLAMA_PINS: LlamaPins = llamaPins();
 
 /** The @node-llama-cpp package name (and bins/ folder) for a platform, or null when none is pinned. */
 export function llamaPlatform(platform: string = process.platform, arch: string = process.arch): string | null {
@@ -18,7 +25,8 @@ export function llamaPlatform(platform: string = process.platform, arch: string 
   return null;
 }
 
-function hasLibllama(dir: string): boolean {
+/** Whether `dir` holds a libllama shared library. */
+export function hasLibllama(dir: string): boolean {
   try {
     return readdirSync(dir).some((f) => /^libllama(\.[\w.]+)?\.(so|dylib|dll)$/.test(f));
   } catch {
@@ -26,20 +34,35 @@ function hasLibllama(dir: string): boolean {
   }
 }
 
+/** The state directory when none is passed: PENSIEVE_HOME, else ~/.pensieve (as the config defaults it). */
+export function defaultHome(env: Record<string, string | undefined> = process.env): string {
+  return env.PENSIEVE_HOME || join(homedir(), ".pensieve");
+}
+
+/** Where a fetched copy of the package lives: <home>/llama/<platform>-<version> (its bins/<platform> is the library folder). */
+export function llamaHomeRoot(home: string, platform: string, version: string = LLAMA_PINS.version): string {
+  return join(home, "llama", `${platform}-${version}`);
+}
+
+function installRoots(): string[] {
+  return [sourceRoot(), process.cwd()].filter((r): r is string => typeof r === "string");
+}
+
 /**
  * The bins/<platform>/ folder holding libllama, from PENSIEVE_LLAMA_LIB_DIR when set, else
- * node_modules/@node-llama-cpp/<platform>/ under the source tree (then the working
- * directory); null when not installed (a compiled binary has no node_modules).
+ * node_modules/@node-llama-cpp/<platform>/ under `roots` (the source tree, then the working
+ * directory), else the copy fetched into <home>/llama; null when none is there.
  */
-export function llamaLibDir(env: Record<string, string | undefined> = process.env): string | null {
+export function llamaLibDir(
+  env: Record<string, string | undefined> = process.env,
+  home: string = defaultHome(env),
+  roots: string[] = installRoots(),
+): string | null {
   const explicit = env[LLAMA_LIB_DIR_ENV];
   if (explicit) return hasLibllama(explicit) ? explicit : null;
   const name = llamaPlatform();
   if (name === null) return null;
-  const roots = [sourceRoot(), process.cwd()].filter((r): r is string => typeof r === "string");
-  for (const root of roots) {
-    const dir = join(root, "node_modules", "@node-llama-cpp", name, "bins", name);
-    if (existsSync(dir) && hasLibllama(dir)) return dir;
-  }
-  return null;
+  const dirs = roots.map((root) => join(root, "node_modules", "@node-llama-cpp", name, "bins", name));
+  dirs.push(join(llamaHomeRoot(home, name), "bins", name));
+  return dirs.find((dir) => existsSync(dir) && hasLibllama(dir)) ?? null;
 }

@@ -6,18 +6,10 @@
  */
 
 import { EngineError, EngineTimeoutError } from "../engine/errors";
-import type {
-  EngineEvent,
-  EngineState,
-  EngineStats,
-  GenerateRequest,
-  InferenceEngine,
-  ModelInfo,
-  PromptInput,
-} from "../engine/types";
+import type { EngineEvent, EngineState, EngineStats, GenerateRequest, InferenceEngine, ModelInfo, PromptInput } from "../engine/types";
 import type { Logger } from "../log";
 import type { GenerationJob } from "./generation-job";
-import { DEFAULTS, type MlxEngineOptions } from "./mlx-engine-options";
+import type { MlxEngineOptions } from "./mlx-engine-options";
 import { type WorkerMessage, stderrLogger } from "./protocol";
 import { GenerationScheduler } from "./scheduler";
 import { type WorkerCapabilities, promptFields } from "./worker-info";
@@ -113,9 +105,9 @@ export class MlxEngine implements InferenceEngine {
   /** Answers within statsWaitMs: counts from the engine, the worker's figures as last known (statsAgeMs). */
   async stats(): Promise<EngineStats> {
     const w = this.sup.alive;
-    const busyWait = this.opts.statsWaitMs ?? DEFAULTS.statsWaitMs;
+    const busyWait = this.opts.statsWaitMs;
     // A worker with no generation answers at once; a loaded machine may still take a moment.
-    const wait = this.sched.runningCount ? busyWait : Math.max(busyWait, DEFAULTS.statsIdleWaitMs);
+    const wait = this.sched.runningCount ? busyWait : Math.max(busyWait, this.opts.statsIdleWaitMs);
     const reading = await this.workerStats.read(w, wait);
     const view = reading?.view;
     const stats: EngineStats = {
@@ -142,7 +134,7 @@ export class MlxEngine implements InferenceEngine {
   // ---- commands ----
 
   private commandTimeout(): number {
-    return this.opts.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs;
+    return this.opts.commandTimeoutMs;
   }
 
   /** A single-reply command; a timeout while no generation runs means the worker hung. */

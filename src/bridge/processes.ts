@@ -1,6 +1,6 @@
 /** How MlxEngine spawns its two processes: the model worker and the tokenizer-only token counter. */
 
-import { DEFAULTS, type MlxEngineOptions } from "./mlx-engine-options";
+import type { MlxEngineOptions } from "./mlx-engine-options";
 import type { Logger } from "../log";
 import { TokenCounter } from "./token-counter";
 import { counterLoadFields } from "./worker-info";
@@ -17,8 +17,11 @@ export function processOptions(opts: MlxEngineOptions, log: Logger, role: Proces
     args: counter ? ["--counter"] : [],
     env: opts.env,
     helloTimeoutMs: opts.helloTimeoutMs,
+    maxLineLength: opts.maxLineLength,
+    exitDrainMs: opts.exitDrainMs,
     stderr: {
-      maxLines: opts.stderrTailLines ?? DEFAULTS.stderrTailLines,
+      maxLines: opts.stderrTailLines,
+      maxLineLength: opts.stderrLineLength,
       forward: opts.forwardStderr ?? false,
       ...(counter ? { prefix: "[counter] " } : {}),
     },
@@ -34,9 +37,12 @@ export function newTokenCounter(opts: MlxEngineOptions, log: Logger): TokenCount
     loadFields: () => counterLoadFields(opts),
     queueLimit: opts.queueLimit,
     queueTimeoutMs: opts.queueTimeoutMs,
-    countTimeoutMs: opts.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs,
-    loadTimeoutMs: opts.loadTimeoutMs ?? DEFAULTS.loadTimeoutMs,
-    restartBackoffMs: opts.restartBackoffMs ?? DEFAULTS.restartBackoffMs,
+    countTimeoutMs: opts.commandTimeoutMs,
+    loadTimeoutMs: opts.loadTimeoutMs,
+    restartBackoffMs: opts.restartBackoffMs,
+    maxBackoffMs: opts.maxBackoffMs,
+    retireWaitMs: opts.counterRetireWaitMs,
+    failedLaunchGraceMs: opts.failedLaunchGraceMs,
     logger: log,
   });
 }

@@ -17,6 +17,7 @@ import type { WorkerSupervisor } from "./worker-supervisor";
 export class GenerationScheduler {
   private readonly queue: GenerationJob[] = [];
   private readonly running = new Set<GenerationJob>();
+  // A first guess for retry hints, replaced by measured generations (not a setting).
   private avgGenerationMs = 5000;
 
   constructor(

@@ -7,10 +7,10 @@ import { LineDecoder } from "./line-decoder";
 import { readAll } from "./protocol";
 
 export interface StderrTailOptions {
-  /** Lines kept (default 40). */
-  maxLines?: number;
-  /** Longer lines are cut to this many characters (default 2000). */
-  maxLineLength?: number;
+  /** Lines kept. */
+  maxLines: number;
+  /** Longer lines are cut to this many characters. */
+  maxLineLength: number;
   /** Receives each line already prefixed; `true` means the server's stderr. */
   forward?: boolean | ((text: string) => void);
   /** Put before forwarded lines (default "[worker] "). */
@@ -26,9 +26,9 @@ export class StderrTail {
   private readonly forward: ((text: string) => void) | null;
   private readonly prefix: string;
 
-  constructor(options: StderrTailOptions = {}) {
-    this.ring = new Array<string>(Math.max(1, options.maxLines ?? 40));
-    this.maxLineLength = options.maxLineLength ?? 2000;
+  constructor(options: StderrTailOptions) {
+    this.ring = new Array<string>(Math.max(1, options.maxLines));
+    this.maxLineLength = options.maxLineLength;
     this.prefix = options.prefix ?? "[worker] ";
     const fwd = options.forward;
     this.forward = fwd === true ? (text) => process.stderr.write(text) : typeof fwd === "function" ? fwd : null;
@@ -60,6 +60,7 @@ export class StderrTail {
 
   /** Reads a stderr stream to its end into this tail. Never rejects. */
   async drain(stream: ReadableStream<Uint8Array>): Promise<void> {
+    // Only a bound on buffering: kept lines are cut to maxLineLength anyway.
     const decoder = new LineDecoder((line) => this.push(line), {
       maxLineLength: 64 * 1024,
       onOverflow: (o) => this.push(`${o.head} … [stderr line over ${o.length} characters, cut]`),

@@ -5,11 +5,9 @@
  */
 
 import { EngineError, EngineOverloadedError, EngineTimeoutError } from "../engine/errors";
-import { clampRetryAfter } from "../engine/retry";
+import { backoffMs, clampRetryAfter } from "../engine/retry";
 import type { Logger } from "../log";
-import { MAX_BACKOFF_MS } from "./mlx-engine-options";
 import type { WorkerProcess } from "./worker-process";
-
 
 export interface TokenCounterOptions {
   /** Spawns a counter process and waits for its hello. */
@@ -23,8 +21,13 @@ export interface TokenCounterOptions {
   /** A running count that takes longer fails with EngineTimeoutError and the counter is restarted. */
   countTimeoutMs: number;
   loadTimeoutMs: number;
-  /** First delay between back-to-back failed launches; doubles up to 30 s. */
+  /** First delay between back-to-back failed launches; doubles up to maxBackoffMs. */
   restartBackoffMs: number;
+  maxBackoffMs: number;
+  /** A restart waits at most this long for the old counter to exit (one counter at a time). */
+  retireWaitMs: number;
+  /** A counter that failed to launch gets this long per stop step. */
+  failedLaunchGraceMs: number;
   logger: Logger;
 }
 
@@ -44,6 +47,7 @@ export class TokenCounter {
   private stopped = false;
   /** Consecutive failed launches; drives the backoff. */
   private failures = 0;
+  // A first guess for retry hints, replaced by measured counts (not a setting).
   private avgCountMs = 200;
   /** Counter processes started after the first. */
   restarts = 0;
@@ -142,9 +146,10 @@ export class TokenCounter {
     this.proc = null;
     if (old) {
       this.restarts++;
-      await Promise.race([old.closed, Bun.sleep(2000)]); // one counter at a time
+      await Promise.race([old.closed, Bun.sleep(this.opts.retireWaitMs)]);
     }
-    if (this.failures > 0) await Bun.sleep(Math.min(MAX_BACKOFF_MS, this.opts.restartBackoffMs * 2 ** (this.failures - 1)));
+    const delay = backoffMs(this.failures, this.opts.restartBackoffMs, this.opts.maxBackoffMs);
+    if (delay) await Bun.sleep(delay);
     if (this.stopped) throw new EngineError("engine stopped");
     let w: WorkerProcess | null = null;
     try {
@@ -156,7 +161,7 @@ export class TokenCounter {
       this.opts.logger.info("token counter ready", { pid: w.pid });
       return w;
     } catch (err) {
-      if (w) void w.stop(1000, 1000);
+      if (w) void w.stop(this.opts.failedLaunchGraceMs, this.opts.failedLaunchGraceMs);
       const error = err instanceof EngineError ? err : new EngineError(String(err));
       if (this.stopped) throw error;
       this.failures++;

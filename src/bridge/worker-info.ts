@@ -67,6 +67,7 @@ export function loadFields(o: MlxEngineOptions): Record<string, unknown> {
     max_batch: o.maxBatch,
     max_output_tokens: o.maxOutputTokens,
     loop_guard_tokens: o.loopGuardTokens,
+    coalesce_ms: o.coalesceMs,
   };
   if (o.engine !== undefined) fields.engine = o.engine;
   if (o.tokenizer !== undefined) fields.tokenizer = o.tokenizer;

@@ -27,11 +27,13 @@ export interface WorkerProcessOptions {
   /** Added to the server's environment. */
   env?: Record<string, string | undefined>;
   cwd?: string;
-  /** How long to wait for `hello` (default 60 s; importing MLX is slow on a cold disk). */
-  helloTimeoutMs?: number;
-  /** Longest stdout line accepted (default 8 Mi characters). */
-  maxLineLength?: number;
-  stderr?: StderrTailOptions;
+  /** How long to wait for `hello`. */
+  helloTimeoutMs: number;
+  /** Longest stdout line accepted, in characters. */
+  maxLineLength: number;
+  /** After the process exits, how long its pipes may take to drain before the exit is handled. */
+  exitDrainMs: number;
+  stderr: StderrTailOptions;
   logger?: Logger;
   /** What errors and logs call it (default "model worker"). */
   name?: string;
@@ -96,7 +98,7 @@ export class WorkerProcess {
       // Bun.spawn throws synchronously when the interpreter is missing or not executable.
       throw new WorkerCrashedError(`cannot start the ${opts.name ?? "model worker"} with ${opts.python}: ${(err as Error).message}`);
     }
-    const timeoutMs = opts.helloTimeoutMs ?? 60_000;
+    const timeoutMs = opts.helloTimeoutMs;
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await new Promise<HelloMessage>((resolve, reject) => {
@@ -191,7 +193,7 @@ export class WorkerProcess {
    * Asks the worker to shut down, then SIGTERM after `graceMs`, then SIGKILL after
    * `termMs`. Pending commands fail with EngineError("worker stopped").
    */
-  async stop(graceMs = 5000, termMs = 2000): Promise<void> {
+  async stop(graceMs: number, termMs: number): Promise<void> {
     if (this.proc.exitCode === null && this.proc.signalCode === null) {
       this.stopping = true;
       if (this.failure === null) {
@@ -306,7 +308,7 @@ export class WorkerProcess {
     const code = await this.proc.exited;
     // Let the pipes drain so replies written just before death are routed, and the tail is complete.
     // Capped: a grandchild holding the pipes open must not block crash handling.
-    await Promise.race([Promise.all([this.stdoutDone, this.stderrDone]), Bun.sleep(1000)]);
+    await Promise.race([Promise.all([this.stdoutDone, this.stderrDone]), Bun.sleep(this.opts.exitDrainMs)]);
     const how = this.proc.signalCode ? `was killed by ${this.proc.signalCode}` : `crashed (exit code ${code})`;
     const expected = this.stopping && this.failure === null;
     const when = this.hello === null ? " before saying hello" : "";

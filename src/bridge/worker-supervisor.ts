@@ -6,7 +6,8 @@
 import { EngineError } from "../engine/errors";
 import type { EngineState, ModelInfo } from "../engine/types";
 import type { Logger } from "../log";
-import { DEFAULTS, MAX_BACKOFF_MS, type MlxEngineOptions } from "./mlx-engine-options";
+import { backoffMs } from "../engine/retry";
+import type { MlxEngineOptions } from "./mlx-engine-options";
 import { newTokenCounter, processOptions } from "./processes";
 import type { LoadedMessage } from "./protocol";
 import type { TokenCounter } from "./token-counter";
@@ -110,8 +111,7 @@ export class WorkerSupervisor {
     this.restarts++;
     this.state = "restarting";
     // The first restart is immediate; back-to-back failures back off exponentially.
-    const base = this.opts.restartBackoffMs ?? DEFAULTS.restartBackoffMs;
-    const delay = this.failures <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, base * 2 ** (this.failures - 2));
+    const delay = backoffMs(this.failures - 1, this.opts.restartBackoffMs, this.opts.maxBackoffMs);
     if (delay) await Bun.sleep(delay);
     return true;
   }
@@ -123,8 +123,7 @@ export class WorkerSupervisor {
       await this.retired; // a dead or SIGKILLed worker: quick
       if (this.stopped) throw new EngineError("engine stopped");
       w = await WorkerProcess.start(processOptions(this.opts, this.log, "model worker"));
-      const loadMs = this.opts.loadTimeoutMs ?? DEFAULTS.loadTimeoutMs;
-      const loaded = (await w.request("load", loadFields(this.opts), loadMs)) as LoadedMessage;
+      const loaded = (await w.request("load", loadFields(this.opts), this.opts.loadTimeoutMs)) as LoadedMessage;
       if (this.stopped) throw new EngineError("engine stopped");
       if (typeof loaded.context_length !== "number") {
         throw new EngineError("worker's loaded reply has no context_length");
@@ -139,7 +138,7 @@ export class WorkerSupervisor {
       this.events.onReady(w, loaded);
       return w;
     } catch (err) {
-      if (w) this.retired = w.stop(1000, 1000);
+      if (w) this.retired = w.stop(this.opts.failedLaunchGraceMs, this.opts.failedLaunchGraceMs);
       const error = err instanceof EngineError ? err : new EngineError(String(err));
       if (!this.stopped) {
         this.failures++;

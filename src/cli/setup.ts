@@ -1,6 +1,8 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
+import { ensureLlamaLibs, type EnsureLlamaOptions } from "../bridge/llama-fetch";
+import { llamaPlatform } from "../bridge/llama-lib";
 import { setupVenvDir } from "./python";
 
 // Run a command, streaming its output to our stderr with a prefix so progress stays visible.
@@ -46,4 +48,21 @@ export async function runSetup(opts: { home: string; python?: string; requiremen
   writeFileSync(stamp, want);
   process.stderr.write(`[setup] done: ${py}\n`);
   return py;
+}
+
+/**
+ * `pensieve setup`'s llama.cpp step: where this platform has a pinned @node-llama-cpp package
+ * and no libraries are found, fetches them into <home>/llama. Throws when the fetch fails.
+ */
+export async function setupLlamaLibs(opts: Omit<EnsureLlamaOptions, "log">): Promise<string | null> {
+  const log = (line: string) => process.stderr.write(`[setup] ${line}\n`);
+  if (llamaPlatform() === null) {
+    log(`the llama engine has no prebuilt libraries for ${process.platform}-${process.arch}: serve uses mlx`);
+    return null;
+  }
+  const libs = await ensureLlamaLibs({ ...opts, log });
+  // ensureLlamaLibs has logged the reason.
+  if (libs.dir === null) throw new Error("the llama.cpp libraries are not set up (see above): serve falls back to the mlx engine until they are");
+  if (!libs.fetched) log(`llama.cpp libraries: ${libs.dir}`);
+  return libs.dir;
 }

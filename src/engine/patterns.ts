@@ -5,6 +5,31 @@
  * "claude-haiku-4-5"); `*` alone matches everything.
  */
 
+/** One `PATTERN=VALUE` entry of a comma-separated rule list, both sides trimmed. */
+export interface PatternEntry {
+  /** The whole entry, for error messages. */
+  entry: string;
+  pattern: string;
+  value: string;
+}
+
+/**
+ * Splits "a=x, b=y" into entries (blank ones skipped) at each entry's first `=`, or its last
+ * with `at: "last"`. An entry without a pattern before the `=` throws `invalid(entry)`.
+ */
+export function patternEntries(spec: string, at: "first" | "last", invalid: (entry: string) => Error): PatternEntry[] {
+  const out: PatternEntry[] = [];
+  for (const raw of spec.split(",")) {
+    const entry = raw.trim();
+    if (!entry) continue;
+    const eq = at === "first" ? entry.indexOf("=") : entry.lastIndexOf("=");
+    // The entry is trimmed, so a pattern before the `=` is never blank.
+    if (eq <= 0) throw invalid(entry);
+    out.push({ entry, pattern: entry.slice(0, eq).trim(), value: entry.slice(eq + 1).trim() });
+  }
+  return out;
+}
+
 /** True when `pattern` is a glob (has `*` or `?`) rather than a bare name. */
 export function isGlob(pattern: string): boolean {
   return pattern.includes("*") || pattern.includes("?");

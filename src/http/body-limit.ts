@@ -1,9 +1,6 @@
 import { Elysia } from "elysia";
 import { InvalidRequestError, RequestTooLargeError } from "./errors";
 
-/** Default body limit, 32 MB (the Messages API allows as much). */
-export const DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024;
-
 /** Reads a body stream, refusing past `maxBytes` (chunked bodies have no content-length). */
 export async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
   if (!request.body) return new Uint8Array(0);
@@ -20,18 +17,15 @@ export async function readLimited(request: Request, maxBytes: number): Promise<U
     }
     chunks.push(value);
   }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.byteLength;
-  }
-  return out;
+  return Buffer.concat(chunks, total);
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Deeper JSON is refused: validators and error formatters recurse, and 100k levels overflow them. */
+/**
+ * Deeper JSON is refused: validators and error formatters recurse, and 100k levels overflow them.
+ * A safety bound of the parser, not a tunable (no real request nests this deep).
+ */
 export const MAX_JSON_DEPTH = 256;
 
 /** Nesting depth of a parsed JSON value, walked iteratively; stops once past `limit`. */

@@ -29,33 +29,26 @@ export class HttpError extends Error {
   }
 }
 
-/** 400: the request is malformed. */
-export class InvalidRequestError extends HttpError {
-  constructor(message: string) {
-    super(400, "invalid_request", message);
-  }
+// The base of each error with a fixed status and kind: only the message varies.
+function fixedStatusError(status: number, kind: HttpErrorKind, defaultMessage: string) {
+  return class extends HttpError {
+    constructor(message = defaultMessage) {
+      super(status, kind, message);
+    }
+  };
 }
+
+/** 400: the request is malformed. */
+export class InvalidRequestError extends fixedStatusError(400, "invalid_request", "Invalid request") {}
 
 /** 401: a missing or wrong token. */
-export class AuthenticationError extends HttpError {
-  constructor(message = "invalid x-api-key") {
-    super(401, "authentication", message);
-  }
-}
+export class AuthenticationError extends fixedStatusError(401, "authentication", "invalid x-api-key") {}
 
 /** 403 (e.g. a Host header that is not allowed). */
-export class PermissionError extends HttpError {
-  constructor(message: string) {
-    super(403, "permission", message);
-  }
-}
+export class PermissionError extends fixedStatusError(403, "permission", "Forbidden") {}
 
 /** 404. */
-export class NotFoundApiError extends HttpError {
-  constructor(message = "Not found") {
-    super(404, "not_found", message);
-  }
-}
+export class NotFoundApiError extends fixedStatusError(404, "not_found", "Not found") {}
 
 /** 413, with the limit in the message. */
 export class RequestTooLargeError extends HttpError {
@@ -71,14 +64,14 @@ export function retryHeaders(seconds: number): Record<string, string> {
 
 /** 529: too much queued work. Carries retry-after and x-should-retry so clients back off. */
 export class OverloadedError extends HttpError {
-  constructor(message = "Overloaded", retryAfterSeconds = 5) {
+  constructor(message: string, retryAfterSeconds: number) {
     super(529, "overloaded", message, retryHeaders(retryAfterSeconds));
   }
 }
 
 /** 503 overloaded: the memory gate's refusal (or shutdown). Same retry headers as 529. */
 export class ServiceUnavailableError extends HttpError {
-  constructor(message: string, retryAfterSeconds = 10) {
+  constructor(message: string, retryAfterSeconds: number) {
     super(503, "overloaded", message, retryHeaders(retryAfterSeconds));
   }
 }

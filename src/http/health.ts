@@ -20,7 +20,7 @@ export interface HealthDeps {
   /** Whether this request may see the details (engine stats, paths, pids, memory source). */
   showDetails: (request: Request) => boolean;
   /** How long /health waits for the engine's stats before answering with the last known ones. */
-  statsTimeoutMs?: number;
+  statsTimeoutMs: number;
 }
 
 export const HealthResponse = t.Object(
@@ -70,7 +70,7 @@ function statsCache(deps: HealthDeps) {
   let last: { stats: EngineStats; at: number } | null = null;
   return async (): Promise<Fields> => {
     const state = deps.engine.state();
-    const stats = await statsWithin(deps.engine, deps.statsTimeoutMs ?? 1000);
+    const stats = await statsWithin(deps.engine, deps.statsTimeoutMs);
     if (stats) {
       last = { stats, at: deps.clock() };
       return { ...stats, state };

@@ -13,11 +13,8 @@ import type { MemoryMonitor } from "../memory/types";
 import { ServiceUnavailableError } from "./errors";
 import type { RequestScope } from "./request-scope";
 
-/** Default retry hint for memory refusals; memory rarely frees up in under a few seconds. */
-export const DEFAULT_MEMORY_RETRY_AFTER_SECONDS = 10;
-
 /** The 503 for Critical: names memory and the GB available. */
-export function lowMemoryError(availableGb: number, criticalGb: number, retryAfterSeconds = DEFAULT_MEMORY_RETRY_AFTER_SECONDS) {
+export function lowMemoryError(availableGb: number, criticalGb: number, retryAfterSeconds: number) {
   return new ServiceUnavailableError(
     `Server memory is low: ${gb(availableGb)} GB available (critical at or below ${criticalGb} GB). Retry shortly.`,
     retryAfterSeconds,
@@ -25,7 +22,7 @@ export function lowMemoryError(availableGb: number, criticalGb: number, retryAft
 }
 
 /** The 503 for Emergency: the server is about to shut down. */
-export function emergencyMemoryError(availableGb: number, retryAfterSeconds = DEFAULT_MEMORY_RETRY_AFTER_SECONDS) {
+export function emergencyMemoryError(availableGb: number, retryAfterSeconds: number) {
   return new ServiceUnavailableError(
     `Server memory emergency: ${gb(availableGb)} GB available. The server is shutting down to protect the machine.`,
     retryAfterSeconds,
@@ -33,12 +30,12 @@ export function emergencyMemoryError(availableGb: number, retryAfterSeconds = DE
 }
 
 /** The 503 once a shutdown has stopped accepting work. */
-export function shuttingDownError(reason: string, retryAfterSeconds = DEFAULT_MEMORY_RETRY_AFTER_SECONDS) {
+export function shuttingDownError(reason: string, retryAfterSeconds: number) {
   return new ServiceUnavailableError(shuttingDownMessage(reason), retryAfterSeconds);
 }
 
 /** The 503 for a request whose KV cache would push memory into Critical; `hint` ends the message. */
-export function admissionError(needGb: number, availableGb: number, criticalGb: number, hint: string, retryAfterSeconds = DEFAULT_MEMORY_RETRY_AFTER_SECONDS) {
+export function admissionError(needGb: number, availableGb: number, criticalGb: number, hint: string, retryAfterSeconds: number) {
   return new ServiceUnavailableError(
     `Not enough memory for this request: it may need ${gb(needGb)} GB of KV cache and the server has ` +
       `${gb(availableGb)} GB available, which would leave it at or below the ${criticalGb} GB critical level. ${hint}`,
@@ -63,8 +60,8 @@ export interface MemoryGuardOptions {
   onEmergency?: (reason: string) => void;
   /** Which requests the gate covers. Default: every POST under /v1/. */
   isInference?: (method: string, path: string) => boolean;
-  /** retry-after on memory 503s, capped at 60. Default 10. */
-  retryAfterSeconds?: number;
+  /** retry-after on memory and shutdown 503s, capped at 60 (src/config.ts httpDefaults). */
+  retryAfterSeconds: number;
   log?: Logger;
   /** The served model, enabling admission (estimated KV cache vs. the Critical level). */
   model?: () => Pick<ModelInfo, "kvBytesPerToken" | "contextLength"> | null;
@@ -96,6 +93,7 @@ async function* guardStream(
   entry: InflightEntry,
   done: () => void,
   streamError: ((reason: string) => unknown) | undefined,
+  retryAfterSeconds: number,
 ) {
   const signal = entry.controller.signal;
   const aborted = new Promise<"aborted">((resolve) => {
@@ -111,7 +109,7 @@ async function* guardStream(
         next.catch(() => {}); // the route settles later (or never); nobody waits for it
         const reason = signal.reason instanceof Error ? signal.reason.message : shuttingDownMessage("memory emergency");
         // Nothing sent yet: fail as a plain 503 (JSON requests run as generators too).
-        if (isSse === null) throw new ServiceUnavailableError(reason, DEFAULT_MEMORY_RETRY_AFTER_SECONDS);
+        if (isSse === null) throw new ServiceUnavailableError(reason, retryAfterSeconds);
         if (isSse && streamError) yield streamError(reason);
         return undefined;
       }
@@ -135,7 +133,7 @@ async function* guardStream(
 export function memoryGuard(opts: MemoryGuardOptions) {
   const { monitor, state } = opts;
   const isInference = opts.isInference ?? isInferenceRoute;
-  const retryAfter = opts.retryAfterSeconds ?? DEFAULT_MEMORY_RETRY_AFTER_SECONDS;
+  const retryAfter = opts.retryAfterSeconds;
   const hint = opts.admissionHint ?? "Retry later.";
   const log = opts.log ?? createLogger();
   // Entries whose handler returned a generator: they leave the registry when it ends.
@@ -186,7 +184,7 @@ export function memoryGuard(opts: MemoryGuardOptions) {
       if (!work || !isAsyncGenerator(responseValue)) return;
       wrapped.add(work);
       const streamError = opts.streamError && ((reason: string) => opts.streamError!(reason, requestId || work.id));
-      return guardStream(responseValue, work, () => state.inflight.unregister(work), streamError) as never;
+      return guardStream(responseValue, work, () => state.inflight.unregister(work), streamError, retryAfter) as never;
     })
     .onAfterResponse(({ work }) => {
       // Generators unregister when they end; everything else is done once the response is out.

@@ -1,11 +1,8 @@
 import { mkdir, writeFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import type { EngineStats } from "../engine/types";
 import type { MemoryThresholds } from "../memory/types";
 import type { InflightSnapshot } from "./inflight";
-
-export const DEFAULT_LOG_DIR = join(homedir(), ".pensieve", "logs");
 
 /** One memory sample as logged (a MemorySample plus a readable time). */
 export interface LoggedSample {

@@ -1,9 +1,9 @@
+import { engineStopTimeoutMs, type ServeConfig, shutdownDefaults } from "../config";
 import type { EngineStats, InferenceEngine } from "../engine/types";
 import type { Logger } from "../log";
 import type { MemorySample } from "../memory/monitor";
 import type { MemoryThresholds } from "../memory/types";
 import {
-  DEFAULT_LOG_DIR,
   loggedInflight,
   writeEmergencyLog,
   type EmergencyRecord,
@@ -13,8 +13,26 @@ import {
 import { shuttingDownMessage } from "./guard-state";
 import type { InflightRegistry } from "./inflight";
 
+/** The emergency's time limits (emergencyTimings): --drain-timeout-ms and src/config.ts shutdownDefaults. */
+export interface EmergencyTimings {
+  /** How long in-flight requests may take to finish before they are ended. */
+  drainTimeoutMs: number;
+  /** After aborting, how long streams get to flush their error event. */
+  flushTimeoutMs: number;
+  /** Caps on the bridge steps so a stuck worker can't stop the exit. */
+  statsTimeoutMs: number;
+  clearCacheTimeoutMs: number;
+  stopTimeoutMs: number;
+}
+
+/** The emergency timings of a serve configuration (tests pass serveDefaults()). */
+export function emergencyTimings(cfg: ServeConfig): EmergencyTimings {
+  const { flushTimeoutMs, statsTimeoutMs, clearCacheTimeoutMs } = shutdownDefaults;
+  return { drainTimeoutMs: cfg.drainTimeoutMs, flushTimeoutMs, statsTimeoutMs, clearCacheTimeoutMs, stopTimeoutMs: engineStopTimeoutMs(cfg) };
+}
+
 /** Everything the shutdown touches, injected so each step is testable in process. */
-export interface EmergencyDeps {
+export interface EmergencyDeps extends EmergencyTimings {
   log: Logger;
   /** Step 2: the gate answers 503 from now on. */
   stopAccepting: (reason: string) => void;
@@ -32,16 +50,8 @@ export interface EmergencyDeps {
   writeLog?: (record: EmergencyRecord, at: Date) => Promise<string>;
   /** Step 7; default process.exit. */
   exit?: (code: number) => void;
-  /** Default 5000. */
-  drainTimeoutMs?: number;
-  /** After aborting, how long streams get to flush their error event. Default 1000. */
-  flushTimeoutMs?: number;
-  /** Caps on the bridge steps so a stuck worker can't stop the exit. Defaults 1000 / 3000 / 10000. */
-  statsTimeoutMs?: number;
-  clearCacheTimeoutMs?: number;
-  stopTimeoutMs?: number;
-  /** Default ~/.pensieve/logs. */
-  logDir?: string;
+  /** Where the default writeLog puts the emergency log (--log-dir). */
+  logDir: string;
   now?: () => Date;
 }
 
@@ -84,11 +94,9 @@ function toLogged(s: MemorySample): LoggedSample {
 export function createEmergencyShutdown(deps: EmergencyDeps): EmergencyShutdown {
   const now = deps.now ?? (() => new Date());
   const exit = deps.exit ?? ((code: number) => process.exit(code));
-  const drainTimeoutMs = deps.drainTimeoutMs ?? 5000;
   const waitForDrain = deps.waitForDrain ?? ((ms: number) => deps.inflight.waitForDrain(ms));
   const abortOpenStreams = deps.abortOpenStreams ?? ((err: Error) => deps.inflight.abortAll(err));
-  const logDir = deps.logDir ?? DEFAULT_LOG_DIR;
-  const writeLog = deps.writeLog ?? ((record: EmergencyRecord, at: Date) => writeEmergencyLog(logDir, record, at));
+  const writeLog = deps.writeLog ?? ((record: EmergencyRecord, at: Date) => writeEmergencyLog(deps.logDir, record, at));
   let running: Promise<void> | null = null;
   let why: string | null = null;
 
@@ -128,20 +136,20 @@ export function createEmergencyShutdown(deps: EmergencyDeps): EmergencyShutdown 
       record.in_flight = loggedInflight(deps.inflight.snapshot());
       record.memory.samples = (deps.samples?.() ?? []).map(toLogged);
       record.memory.thresholds_gb = deps.thresholds?.() ?? null;
-      const stats: Promise<EngineStats | null> = withTimeout(deps.engine.stats(), deps.statsTimeoutMs ?? 1000, "bridge stats").catch((err) => {
+      const stats: Promise<EngineStats | null> = withTimeout(deps.engine.stats(), deps.statsTimeoutMs, "bridge stats").catch((err) => {
         record.bridge.error = err instanceof Error ? err.message : String(err);
         return null;
       });
-      record.drained = (await step("drain", () => waitForDrain(drainTimeoutMs))) ?? false;
+      record.drained = (await step("drain", () => waitForDrain(deps.drainTimeoutMs))) ?? false;
       if (!record.drained) {
         const err = new Error(shuttingDownMessage(reason));
         record.aborted_streams = (await step("abort_streams", () => abortOpenStreams(err))) ?? 0;
         // Give aborted streams a moment to write their error event before the worker goes away.
-        await step("flush_streams", () => waitForDrain(deps.flushTimeoutMs ?? 1000));
+        await step("flush_streams", () => waitForDrain(deps.flushTimeoutMs));
       }
       record.bridge.stats = await stats;
-      await step("clear_cache", () => withTimeout(deps.engine.clearCache(), deps.clearCacheTimeoutMs ?? 3000, "clear_cache"));
-      await step("stop_bridge", () => withTimeout(deps.engine.stop(), deps.stopTimeoutMs ?? 10_000, "bridge stop"));
+      await step("clear_cache", () => withTimeout(deps.engine.clearCache(), deps.clearCacheTimeoutMs, "clear_cache"));
+      await step("stop_bridge", () => withTimeout(deps.engine.stop(), deps.stopTimeoutMs, "bridge stop"));
       const path = await step("write_log", () => writeLog(record, at));
       if (path) deps.log.error(`emergency log written to ${path}`);
     } finally {

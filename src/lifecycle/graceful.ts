@@ -14,8 +14,8 @@ export interface GracefulDeps {
   state: Pick<GuardState, "beginDrain" | "endDrain" | "inflight">;
   /** --shutdown-drain-ms: how long running generations may take to finish. */
   drainMs: number;
-  /** After ending what is left, how long its error events get to be written. Default 1000. */
-  flushMs?: number;
+  /** After ending what is left, how long its error events get to be written (src/config.ts shutdownDefaults). */
+  flushMs: number;
   /** Stops the server, background work and the engine; a failure is logged, the exit still comes. */
   stop: () => Promise<void>;
   /** Default process.exit. */
@@ -59,7 +59,7 @@ export function createGracefulShutdown(deps: GracefulDeps): GracefulShutdown {
         // Never a truncated answer marked complete: streams get event: error, the rest a 503.
         const n = inflight.abortAll(new Error(shuttingDownMessage(`${first}, and ${why}; retry the request`)));
         deps.log.warn(`shutdown: ending ${n} unfinished request(s) with a retryable error`, { reason: why });
-        await inflight.waitForDrain(deps.flushMs ?? 1000);
+        await inflight.waitForDrain(deps.flushMs);
       }
       await deps.stop().catch((e: unknown) => deps.log.warn("shutdown: stop failed", { error: String(e) }));
     } finally {

@@ -1,23 +1,19 @@
 import type { InferenceEngine } from "../engine/types";
 import type { Logger } from "../log";
 import type { SampledMemoryMonitor } from "../memory/monitor";
-import { createEmergencyShutdown, type EmergencyDeps, type EmergencyShutdown } from "./emergency";
+import { createEmergencyShutdown, type EmergencyShutdown, type EmergencyTimings } from "./emergency";
 import { GuardState } from "./guard-state";
 import { memoryInfo, type MemoryHealthFields } from "./memory-info";
 
-/** What serve passes to wire memory safety together. */
-export interface MemorySafetyOptions {
+/** What serve passes to wire memory safety together; the timings come from emergencyTimings. */
+export interface MemorySafetyOptions extends EmergencyTimings {
   monitor: SampledMemoryMonitor;
   /** The guard state to stop and drain; default a new one (pass it on to createApp). */
   state?: GuardState;
   engine: Pick<InferenceEngine, "clearCache" | "stop" | "stats">;
   log: Logger;
-  /** --log-dir; default ~/.pensieve/logs. */
-  logDir?: string;
-  /** --drain-timeout-ms, the emergency drain (Ctrl-C/SIGTERM use --shutdown-drain-ms); default 5000. */
-  drainTimeoutMs?: number;
-  /** Cap on engine.stop() (the engine itself does SIGTERM -> SIGKILL after --kill-timeout-ms). */
-  stopTimeoutMs?: number;
+  /** --log-dir. */
+  logDir: string;
   /** Injected in tests; default process.exit. */
   exit?: (code: number) => void;
   /** Extra hook run before the sequence starts (e.g. stop the HTTP server's accept loop). */
@@ -42,7 +38,8 @@ export interface MemorySafety {
 export function setupMemorySafety(opts: MemorySafetyOptions): MemorySafety {
   const { monitor } = opts;
   const state = opts.state ?? new GuardState();
-  const deps: EmergencyDeps = {
+  const { drainTimeoutMs, flushTimeoutMs, statsTimeoutMs, clearCacheTimeoutMs, stopTimeoutMs } = opts;
+  const shutdown = createEmergencyShutdown({
     log: opts.log,
     stopAccepting: (reason) => state.stopAccepting(reason),
     inflight: state.inflight,
@@ -50,12 +47,14 @@ export function setupMemorySafety(opts: MemorySafetyOptions): MemorySafety {
     samples: () => monitor.recentSamples(),
     thresholds: () => monitor.thresholds(),
     memorySource: monitor.source.name,
-  };
-  if (opts.logDir !== undefined) deps.logDir = opts.logDir;
-  if (opts.drainTimeoutMs !== undefined) deps.drainTimeoutMs = opts.drainTimeoutMs;
-  if (opts.stopTimeoutMs !== undefined) deps.stopTimeoutMs = opts.stopTimeoutMs;
-  if (opts.exit) deps.exit = opts.exit;
-  const shutdown = createEmergencyShutdown(deps);
+    logDir: opts.logDir,
+    drainTimeoutMs,
+    flushTimeoutMs,
+    statsTimeoutMs,
+    clearCacheTimeoutMs,
+    stopTimeoutMs,
+    ...(opts.exit ? { exit: opts.exit } : {}),
+  });
   const onEmergency = (reason: string) => {
     if (!shutdown.triggered()) opts.onTrigger?.(reason);
     void shutdown.trigger(reason);

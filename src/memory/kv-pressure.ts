@@ -21,8 +21,6 @@ export interface KvThresholds {
   critical: number;
 }
 
-export const DEFAULT_KV_THRESHOLDS: KvThresholds = { caution: 0.8, warning: 0.9, critical: 0.97 };
-
 /** The highest KV usage in a Prometheus text exposition (max over engines / label sets), or null. */
 export function parseKvUsage(text: string): number | null {
   let best: number | null = null;
@@ -37,7 +35,7 @@ export function parseKvUsage(text: string): number | null {
 }
 
 /** Level for a usage fraction. */
-export function kvStatus(usage: number | null, t: KvThresholds = DEFAULT_KV_THRESHOLDS): MemoryStatus {
+export function kvStatus(usage: number | null, t: KvThresholds): MemoryStatus {
   if (usage === null) return "safe";
   if (usage >= t.critical) return "critical";
   if (usage >= t.warning) return "warning";
@@ -51,14 +49,13 @@ export interface MetricsSource {
   read(timeoutMs: number): Promise<string>;
 }
 
-/** Settings for KvPressurePoller. */
+/** Settings for KvPressurePoller (src/config.ts kvPressureDefaults). */
 export interface KvPollerOptions {
   metrics: MetricsSource;
-  /** Default 2000 ms. */
-  intervalMs?: number;
-  thresholds?: Partial<KvThresholds>;
-  /** A reading older than this is ignored (status safe); default 3 intervals. */
-  staleAfterMs?: number;
+  intervalMs: number;
+  thresholds: KvThresholds;
+  /** A reading older than this is ignored (status safe). */
+  staleAfterMs: number;
   now?: () => number;
 }
 
@@ -84,9 +81,9 @@ export class KvPressurePoller implements PressureSource {
 
   constructor(opts: KvPollerOptions) {
     this.metrics = opts.metrics;
-    this.t = { ...DEFAULT_KV_THRESHOLDS, ...opts.thresholds };
-    this.intervalMs = opts.intervalMs ?? 2000;
-    this.staleAfterMs = opts.staleAfterMs ?? this.intervalMs * 3;
+    this.t = { ...opts.thresholds };
+    this.intervalMs = opts.intervalMs;
+    this.staleAfterMs = opts.staleAfterMs;
     this.now = opts.now ?? (() => performance.now());
   }
 

@@ -1,4 +1,4 @@
-import { DEFAULT_THRESHOLDS, type MemoryStatus, type MemoryThresholds } from "./types";
+import type { MemoryStatus, MemoryThresholds } from "./types";
 
 /** Bytes in one "GB" as Pensieve reports it (GiB, as macOS and free(1) -h count). */
 export const BYTES_PER_GB = 1024 ** 3;
@@ -36,13 +36,9 @@ export function classify(gb: number, t: MemoryThresholds): MemoryStatus {
   return "emergency";
 }
 
-/** Merge partial thresholds over the defaults and check they strictly decrease. */
-export function resolveThresholds(partial: Partial<MemoryThresholds> = {}): MemoryThresholds {
-  const t: MemoryThresholds = { ...DEFAULT_THRESHOLDS };
-  for (const key of Object.keys(t) as (keyof MemoryThresholds)[]) {
-    const v = partial[key];
-    if (v !== undefined) t[key] = v;
-  }
+/** A copy of the thresholds, checked to be non-negative and strictly decreasing. */
+export function checkThresholds(given: MemoryThresholds): MemoryThresholds {
+  const t: MemoryThresholds = { caution: given.caution, warning: given.warning, critical: given.critical, emergency: given.emergency };
   const values = [t.caution, t.warning, t.critical, t.emergency];
   if (!values.every((v) => Number.isFinite(v) && v >= 0)) {
     throw new RangeError(`memory thresholds must be non-negative numbers, got ${JSON.stringify(t)}`);
@@ -55,13 +51,11 @@ export function resolveThresholds(partial: Partial<MemoryThresholds> = {}): Memo
 
 /** Hysteresis settings: how far above a boundary, and for how many samples, before stepping down. */
 export interface HysteresisOptions {
-  /** GB the value must clear a boundary by before the status may improve. Default 0.25. */
+  /** GB the value must clear a boundary by before the status may improve. */
   marginGb: number;
-  /** Consecutive qualifying samples needed before the status improves. Default 3. */
+  /** Consecutive qualifying samples needed before the status improves. */
   samples: number;
 }
-
-export const DEFAULT_HYSTERESIS: HysteresisOptions = { marginGb: 0.25, samples: 3 };
 
 /**
  * The published level with hysteresis: worse readings apply at once; better ones apply only
@@ -72,7 +66,7 @@ export class LevelTracker {
   private streak = 0;
   private pending: MemoryStatus = "safe";
 
-  constructor(private readonly opts: HysteresisOptions = DEFAULT_HYSTERESIS) {
+  constructor(private readonly opts: HysteresisOptions) {
     if (!(opts.samples >= 1) || !(opts.marginGb >= 0)) throw new RangeError("hysteresis needs samples >= 1 and marginGb >= 0");
   }
 

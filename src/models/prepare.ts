@@ -29,6 +29,8 @@ export interface PrepareOptions {
   /** Whether --engine / --model were given (a defaulted one may fall back, an explicit one fails). */
   engineExplicit: boolean;
   modelExplicit: boolean;
+  /** Whether the llama.cpp libraries are there (serve fetches them first); default: llamaLibDir() finds them. */
+  llamaReady?: boolean;
   dtype?: string;
   quantize?: number;
   log: (line: string) => void;
@@ -117,7 +119,7 @@ async function builtinSource(o: PrepareOptions, spec: Extract<ModelSpec, { kind:
 export async function prepareModel(raw: string, o: PrepareOptions): Promise<PreparedModel> {
   const spec = parseModelSpec(raw);
   if (spec.kind === "demo") return demo(o);
-  const choice = chooseEngine(spec, o.engine, o.engineExplicit);
+  const choice = chooseEngine(spec, o.engine, o.engineExplicit, o.llamaReady);
   if (choice.note) o.log(choice.note);
   const modelId = modelIdOf(spec);
   const ids = modelId ? { modelId } : {};

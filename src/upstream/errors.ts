@@ -40,16 +40,13 @@ export class UpstreamServerError extends EngineUpstreamFailureError {
   }
 }
 
-// Used when the upstream gives no usable Retry-After.
-const DEFAULT_RETRY_AFTER_S = 5;
-
-/** Seconds from a Retry-After header (delta-seconds or HTTP date), clamped to [1, 60]. */
-export function parseRetryAfter(value: string | null, now = Date.now()): number {
-  if (!value) return DEFAULT_RETRY_AFTER_S;
+/** Seconds from a Retry-After header (delta-seconds or HTTP date), clamped to [1, 60]; `fallback` without a usable one. */
+export function parseRetryAfter(value: string | null, fallback: number, now = Date.now()): number {
+  if (!value) return fallback;
   let seconds = Number(value.trim());
   if (!Number.isFinite(seconds)) {
     const at = Date.parse(value);
-    if (Number.isNaN(at)) return DEFAULT_RETRY_AFTER_S;
+    if (Number.isNaN(at)) return fallback;
     seconds = (at - now) / 1000;
   }
   return clampRetryAfter(seconds);
@@ -138,13 +135,13 @@ function firstNumber(text: string, patterns: RegExp[]): number | undefined {
   return undefined;
 }
 
-/** Map a non-2xx upstream answer to a typed engine error. */
-export function mapUpstreamStatus(status: number, headers: Headers, body: string, upstream: string): EngineError {
+/** Map a non-2xx upstream answer to a typed engine error; `retryAfterSeconds` when it gives no Retry-After. */
+export function mapUpstreamStatus(status: number, headers: Headers, body: string, upstream: string, retryAfterSeconds: number): EngineError {
   const message = upstreamErrorMessage(body);
   if (status === 429 || status === 503) {
     return new EngineOverloadedError(
       `upstream ${upstream} is overloaded (${status}): ${message}`,
-      parseRetryAfter(headers.get("retry-after")),
+      parseRetryAfter(headers.get("retry-after"), retryAfterSeconds),
     );
   }
   if (status === 401 || status === 403) {

@@ -2,21 +2,22 @@
  * The OpenAI-compatible upstream backend, assembled from CLI/env settings:
  * `pensieve serve --backend openai --upstream URL[#MODEL] [--upstream-key KEY] [--upstream-routes SPEC]`.
  */
+import { type ServeConfig, upstreamDefaults } from "../config";
 import type { InferenceEngine } from "../engine/types";
 import type { FetchLike } from "./http";
-import { OpenAIUpstreamEngine, type OpenAIUpstreamOptions, type UpstreamLogger, type UpstreamTimeouts } from "./openai-engine";
+import { OpenAIUpstreamEngine, type OpenAIUpstreamOptions, type UpstreamLogger, type UpstreamTuning } from "./openai-engine";
 import { RoutingEngine } from "./router";
 import { parseRouteSpec } from "./routes";
 
 export { OpenAIUpstreamEngine } from "./openai-engine";
-export type { OpenAIUpstreamOptions, UpstreamEngineStats, UpstreamHealth } from "./openai-engine";
+export type { OpenAIUpstreamOptions, UpstreamEngineStats, UpstreamHealth, UpstreamTuning } from "./openai-engine";
 export { RoutingEngine } from "./router";
 export { UpstreamUnavailableError, UpstreamServerError } from "./errors";
 export type { TokenCount } from "./tokens";
 export { upstreamMetrics, type MetricsReader } from "./kv-pressure";
 
-/** Settings as the CLI gathers them (flags win over PENSIEVE_UPSTREAM* variables). */
-export interface UpstreamConfig {
+/** Settings as the CLI gathers them (flags win over PENSIEVE_UPSTREAM* variables), with the tuning of upstreamTuning. */
+export interface UpstreamConfig extends UpstreamTuning {
   /**
    * `--upstream` / PENSIEVE_UPSTREAM: "http://host:8000/v1", optionally "#model-id". Optional
    * only when every route names its URL and one of them is `*`.
@@ -26,11 +27,13 @@ export interface UpstreamConfig {
   apiKey?: string;
   /** `--upstream-routes` / PENSIEVE_UPSTREAM_ROUTES; see ./routes for the syntax. */
   routes?: string;
-  /** PENSIEVE_UPSTREAM_CONTEXT: context window when the upstream does not report one. */
-  defaultContextLength?: number;
-  timeouts?: Partial<UpstreamTimeouts>;
   logger?: UpstreamLogger;
   fetch?: FetchLike;
+}
+
+/** The upstream tuning of a serve configuration: src/config.ts upstreamDefaults and --upstream-context. */
+export function upstreamTuning(cfg: Pick<ServeConfig, "upstreamContext">): UpstreamTuning {
+  return { ...upstreamDefaults, defaultContextLength: cfg.upstreamContext };
 }
 
 /** Split "URL#model" into its parts. */
@@ -45,9 +48,12 @@ export function splitUpstream(spec: string): { baseUrl: string; model?: string }
 export function createUpstreamEngine(cfg: UpstreamConfig): InferenceEngine {
   const main = cfg.upstream?.trim() ? splitUpstream(cfg.upstream) : undefined;
   const common: Omit<OpenAIUpstreamOptions, "baseUrl"> = {
+    timeouts: cfg.timeouts,
+    reprobeIntervalMs: cfg.reprobeIntervalMs,
+    retryAfterSeconds: cfg.retryAfterSeconds,
+    maxLineLength: cfg.maxLineLength,
+    defaultContextLength: cfg.defaultContextLength,
     ...(cfg.apiKey ? { apiKey: cfg.apiKey } : {}),
-    ...(cfg.defaultContextLength ? { defaultContextLength: cfg.defaultContextLength } : {}),
-    ...(cfg.timeouts ? { timeouts: cfg.timeouts } : {}),
     ...(cfg.logger ? { logger: cfg.logger } : {}),
     ...(cfg.fetch ? { fetch: cfg.fetch } : {}),
   };

@@ -3,20 +3,12 @@
  * LM Studio, mlx_lm.server). Streams POST /v1/chat/completions and turns chunks into EngineEvents.
  */
 import { EngineBadRequestError, EngineError, PromptTooLongError } from "../engine/errors";
-import type {
-  EngineEvent,
-  EngineState,
-  EngineStats,
-  GenerateRequest,
-  InferenceEngine,
-  ModelInfo,
-  PromptInput,
-} from "../engine/types";
+import type { EngineEvent, EngineState, EngineStats, GenerateRequest, InferenceEngine, ModelInfo, PromptInput } from "../engine/types";
 import type { Logger } from "../log";
 import { UpstreamUnavailableError, mapUpstreamStatus, parseContextComplaint } from "./errors";
 import { type FetchLike, type StreamHandle, UpstreamHttp, upstreamRoot } from "./http";
-import { SseDecoder, type SseItem } from "./sse";
-import { ChunkAssembler, UpstreamStreamError } from "./stream";
+import { SseDecoder } from "./sse";
+import { ChunkAssembler, completionAsChunk, UpstreamStreamError } from "./stream";
 import { type TokenCount, UpstreamTokenCounter } from "./tokens";
 import { buildChatRequest } from "./translate";
 
@@ -30,13 +22,24 @@ export interface UpstreamTimeouts {
   probeMs: number;
 }
 
-export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { headersMs: 120_000, idleMs: 300_000, probeMs: 5_000 };
+/** An upstream engine's tuning: src/config.ts upstreamDefaults and --upstream-context (upstreamTuning). */
+export interface UpstreamTuning {
+  timeouts: UpstreamTimeouts;
+  /** While the upstream is unreachable, re-probe this often (ms; 0 = never). */
+  reprobeIntervalMs: number;
+  /** retry-after when an overloaded upstream gives no usable Retry-After. */
+  retryAfterSeconds: number;
+  /** Longest SSE line accepted; a longer one means a broken stream. */
+  maxLineLength: number;
+  /** Used when the upstream does not report its context window. */
+  defaultContextLength: number;
+}
 
 /** @deprecated The server's one Logger (src/log.ts); kept for src/upstream/index.ts. */
 export type UpstreamLogger = Logger;
 
 /** Settings for one OpenAIUpstreamEngine. */
-export interface OpenAIUpstreamOptions {
+export interface OpenAIUpstreamOptions extends UpstreamTuning {
   /** e.g. http://127.0.0.1:8000/v1 (with or without /v1). */
   baseUrl: string;
   /** Sent as `Authorization: Bearer`. */
@@ -44,14 +47,9 @@ export interface OpenAIUpstreamOptions {
   /** Upstream model id; default: discovered from GET /v1/models. */
   model?: string;
   fetch?: FetchLike;
-  timeouts?: Partial<UpstreamTimeouts>;
   logger?: Logger;
-  /** Used when the upstream does not report its context window (default 32768). */
-  defaultContextLength?: number;
   /** Extra JSON merged into every chat request (e.g. {"repetition_penalty": 1.05}). */
   extraBody?: Record<string, unknown>;
-  /** While the upstream is unreachable, re-probe this often (ms; 0 = never; default 10000). */
-  reprobeIntervalMs?: number;
 }
 
 /** What /health shows about one upstream server. */
@@ -95,7 +93,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
   private reprobeTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(private readonly opts: OpenAIUpstreamOptions) {
-    this.timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
+    this.timeouts = opts.timeouts;
     this.log = opts.logger ?? stderrLogger;
     this.primary = this.upstream(upstreamRoot(opts.baseUrl));
   }
@@ -116,7 +114,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
     this.phase = "starting";
     await this.probe(this.primary);
     this.phase = "started";
-    const every = this.opts.reprobeIntervalMs ?? 10_000;
+    const every = this.opts.reprobeIntervalMs;
     if (every > 0 && !this.reprobeTimer) {
       this.reprobeTimer = setInterval(() => {
         const u = this.primary;
@@ -140,7 +138,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
   private async probe(u: Upstream): Promise<void> {
     try {
       const { res, latencyMs } = await u.http.call("/v1/models", { headers: u.http.headers() }, this.timeouts.probeMs);
-      if (!res.ok) throw mapUpstreamStatus(res.status, res.headers, await res.text(), u.http.root);
+      if (!res.ok) throw this.statusError(res.status, res.headers, await res.text(), u.http.root);
       this.markOk(u, latencyMs);
       const list = ((await res.json().catch(() => ({}))) as { data?: ModelEntry[] }).data ?? [];
       const wanted = u === this.primary ? this.opts.model : undefined;
@@ -184,7 +182,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
     this.info = {
       id,
       path: this.primary.http.root,
-      contextLength: d?.contextLength ?? this.opts.defaultContextLength ?? 32_768,
+      contextLength: d?.contextLength ?? this.opts.defaultContextLength,
       isDemo: false,
       supportsVision: false,
       // The upstream owns its KV cache; nothing to admit against locally.
@@ -249,7 +247,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
           body.max_tokens = room;
           h = await open();
         } else {
-          throw mapUpstreamStatus(400, h.res.headers, text, t.u.http.root);
+          throw this.statusError(400, h.res.headers, text, t.u.http.root);
         }
       }
     } catch (e) {
@@ -260,13 +258,13 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
     if (!h.res.ok) {
       const text = await h.res.text().catch(() => "");
       h.close();
-      const err = mapUpstreamStatus(h.res.status, h.res.headers, text, t.u.http.root);
+      const err = this.statusError(h.res.status, h.res.headers, text, t.u.http.root);
       this.markFailed(t.u, err);
       throw err;
     }
 
     this.running++;
-    const decoder = sseDecoderFor(t.u.http.root);
+    const decoder = sseDecoderFor(t.u.http.root, this.opts.maxLineLength);
     const asm = new ChunkAssembler(req.stop ?? []);
     // A server (or proxy) that ignores stream:true answers one JSON completion instead.
     const whole = (h.res.headers.get("content-type") ?? "").includes("application/json");
@@ -291,7 +289,7 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
         yield { type: "done", finishReason: "cancelled", promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
         return;
       }
-      const err = e instanceof UpstreamStreamError ? streamErrorToEngine(e, t.u.http.root) : e;
+      const err = e instanceof UpstreamStreamError ? this.statusError(e.status, new Headers(), e.detail, t.u.http.root) : e;
       this.markFailed(t.u, err);
       throw err;
     } finally {
@@ -337,6 +335,11 @@ export class OpenAIUpstreamEngine implements InferenceEngine {
   /** The upstream manages its own prefix cache. */
   async clearCache(): Promise<void> {}
 
+  // A non-2xx answer as a typed engine error, with this engine's fallback retry hint.
+  private statusError(status: number, headers: Headers, body: string, root: string): EngineError {
+    return mapUpstreamStatus(status, headers, body, root, this.opts.retryAfterSeconds);
+  }
+
   async stop(): Promise<void> {
     if (this.reprobeTimer) clearInterval(this.reprobeTimer);
     this.reprobeTimer = undefined;
@@ -354,39 +357,12 @@ interface ModelEntry {
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
-// A line past the cap (8 Mi characters) is no chunk any server sends: the stream is broken.
-function sseDecoderFor(root: string): SseDecoder {
+// A line past the cap is no chunk any server sends: the stream is broken.
+function sseDecoderFor(root: string, maxLineLength: number): SseDecoder {
   return new SseDecoder({
+    maxLineLength,
     onOverflow: (o) => {
       throw new UpstreamUnavailableError(`upstream ${root} sent an SSE line over ${o.length} characters`, "stream_broken", root);
     },
   });
-}
-
-// A non-streaming chat.completion body as one SSE item the ChunkAssembler understands.
-function completionAsChunk(text: string): SseItem {
-  let data = text;
-  try {
-    const j = JSON.parse(text) as { choices?: { message?: unknown; finish_reason?: unknown }[] };
-    if (Array.isArray(j.choices)) {
-      const choices = j.choices.map((c, index) => ({ index, delta: c.message ?? {}, finish_reason: c.finish_reason ?? "stop" }));
-      data = JSON.stringify({ ...j, choices });
-    }
-  } catch {
-    // not JSON: the assembler ignores it and the stream counts as broken
-  }
-  return { kind: "event", event: "message", data };
-}
-
-// An error the upstream reported inside a started stream, as a typed engine error.
-function streamErrorToEngine(e: UpstreamStreamError, root: string): EngineError {
-  let status = 500;
-  try {
-    const j = JSON.parse(e.detail) as { code?: unknown; error?: { code?: unknown } };
-    const code = j.error?.code ?? j.code;
-    if (typeof code === "number" && code >= 400 && code < 600) status = code;
-  } catch {
-    // plain text
-  }
-  return mapUpstreamStatus(status, new Headers(), e.detail, root);
 }

@@ -3,15 +3,7 @@
  * target in `req.model` (pattern rules from ./routes). E.g. haiku -> a small upstream, the
  * rest -> a large one; or haiku -> the local MLX engine, the rest -> a vLLM cluster.
  */
-import type {
-  EngineEvent,
-  EngineState,
-  EngineStats,
-  GenerateRequest,
-  InferenceEngine,
-  ModelInfo,
-  PromptInput,
-} from "../engine/types";
+import type { EngineEvent, EngineState, EngineStats, GenerateRequest, InferenceEngine, ModelInfo, PromptInput } from "../engine/types";
 import { pickRoute } from "./routes";
 import type { TokenCount } from "./tokens";
 

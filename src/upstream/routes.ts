@@ -17,7 +17,7 @@
  * end in `/v1` or not.
  */
 
-import { patternMatches } from "../engine/patterns";
+import { patternEntries, patternMatches } from "../engine/patterns";
 
 /** One parsed rule. */
 export interface RouteRule {
@@ -31,13 +31,8 @@ export interface RouteRule {
 /** Parse a routes spec; throws with a readable message on a malformed rule. */
 export function parseRouteSpec(spec: string): RouteRule[] {
   const rules: RouteRule[] = [];
-  for (const raw of spec.split(",")) {
-    const part = raw.trim();
-    if (!part) continue;
-    const eq = part.indexOf("=");
-    if (eq <= 0) throw new Error(`bad upstream route "${part}": expected PATTERN=URL#MODEL`);
-    const pattern = part.slice(0, eq).trim();
-    const target = part.slice(eq + 1).trim();
+  const entries = patternEntries(spec, "first", (part) => new Error(`bad upstream route "${part}": expected PATTERN=URL#MODEL`));
+  for (const { entry: part, pattern, value: target } of entries) {
     const hash = target.indexOf("#");
     const url = (hash < 0 ? target : target.slice(0, hash)).trim();
     const model = hash < 0 ? "" : target.slice(hash + 1).trim();

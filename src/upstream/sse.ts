@@ -10,8 +10,8 @@ import { LineDecoder, type LineOverflow } from "../bridge/line-decoder";
 export type SseItem = { kind: "event"; event: string; data: string } | { kind: "comment"; text: string };
 
 export interface SseDecoderOptions {
-  /** Longest line accepted (default: LineDecoder's 8 Mi characters). */
-  maxLineLength?: number;
+  /** Longest line accepted, in characters. */
+  maxLineLength: number;
   /** An over-long line is dropped and reported here (default: push() throws LineTooLongError). */
   onOverflow?: (overflow: LineOverflow) => void;
 }
@@ -23,7 +23,7 @@ export class SseDecoder {
   private data: string[] = [];
   private event = "";
 
-  constructor(opts: SseDecoderOptions = {}) {
+  constructor(opts: SseDecoderOptions) {
     this.lines = new LineDecoder((line) => this.line(line), { ...opts, lineEnds: "any" });
   }
 

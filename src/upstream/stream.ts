@@ -19,6 +19,33 @@ export class UpstreamStreamError extends Error {
   constructor(readonly detail: string) {
     super(`upstream reported an error mid-stream: ${detail.slice(0, 500)}`);
   }
+
+  /** The HTTP status the upstream gave the error in its data (500 if none). */
+  get status(): number {
+    try {
+      const j = JSON.parse(this.detail) as { code?: unknown; error?: { code?: unknown } };
+      const code = j.error?.code ?? j.code;
+      if (typeof code === "number" && code >= 400 && code < 600) return code;
+    } catch {
+      // plain text
+    }
+    return 500;
+  }
+}
+
+/** A non-streaming chat.completion body as one SSE item the ChunkAssembler understands. */
+export function completionAsChunk(text: string): SseItem {
+  let data = text;
+  try {
+    const j = JSON.parse(text) as { choices?: { message?: unknown; finish_reason?: unknown }[] };
+    if (Array.isArray(j.choices)) {
+      const choices = j.choices.map((c, index) => ({ index, delta: c.message ?? {}, finish_reason: c.finish_reason ?? "stop" }));
+      data = JSON.stringify({ ...j, choices });
+    }
+  } catch {
+    // not JSON: the assembler ignores it and the stream counts as broken
+  }
+  return { kind: "event", event: "message", data };
 }
 
 // Upstream finish reasons that mean the generation was cut short, never a finished answer.

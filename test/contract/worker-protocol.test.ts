@@ -11,7 +11,7 @@ import { engineTuning } from "../../src/bridge/mlx-engine-options";
 import type { WorkerMessage } from "../../src/bridge/protocol";
 import { loadFields } from "../../src/bridge/worker-info";
 import { WorkerProcess } from "../../src/bridge/worker-process";
-import { serveDefaults } from "../../src/config";
+import { engineDefaults, serveDefaults } from "../../src/config";
 import { REPO, testPython, tinyModelDir } from "../support/server-process";
 
 // Loads a real model on a possibly loaded 2-core machine.
@@ -50,7 +50,9 @@ function exchange(w: WorkerProcess, cmd: string, fields: Record<string, unknown>
 
 /** hello, load, generate (text), count_tokens, stats, cancel (of the finished generation), shutdown. */
 async function session(python: string, script: string, model: string): Promise<Transcript> {
-  const w = await WorkerProcess.start({ python, script, logger: quiet, helloTimeoutMs: 120_000 });
+  const { maxLineLength, exitDrainMs, stderrTailLines, stderrLineLength } = engineDefaults;
+  const stderr = { maxLines: stderrTailLines, maxLineLength: stderrLineLength };
+  const w = await WorkerProcess.start({ python, script, logger: quiet, helloTimeoutMs: 120_000, maxLineLength, exitDrainMs, stderr });
   const single = () => true;
   const exchanges: Exchange[] = [];
   const load = loadFields({ python, script, model, ...engineTuning(serveDefaults()) });

@@ -5,10 +5,12 @@
  */
 import Anthropic from "@anthropic-ai/sdk";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
+import { llamaLibDir } from "../../src/bridge/llama-lib";
+import { llamaPins } from "../../src/bridge/llama-pins";
 import { checkAnthropicStream, parseSse, type WireEvent } from "../support/sse";
 import {
   cleanEnv,
@@ -99,6 +101,17 @@ describe("the CLI", () => {
     expect(opt.code).toBe(2);
     expect(opt.stderr).toContain("--no-such-flag");
   });
+
+  test("the llama.cpp pins are inlined from package.json and bun.lock, and bun.lock itself is not", async () => {
+    const bytes = Buffer.from(await Bun.file(BIN).arrayBuffer());
+    const pins = llamaPins();
+    for (const integrity of Object.values(pins.integrity)) expect(bytes.includes(integrity)).toBe(true);
+    // A devDependency's integrity lives only in bun.lock.
+    const lock = Bun.JSONC.parse(readFileSync(join(REPO, "bun.lock"), "utf8")) as { packages: Record<string, string[]> };
+    const other = lock.packages.typescript?.[3];
+    expect(other).toStartWith("sha512-");
+    expect(bytes.includes(other as string)).toBe(false);
+  });
 });
 
 describe("serve --model <tiny> from another directory", () => {
@@ -179,14 +192,17 @@ describe("pensieve setup", () => {
   // Installs mlx-lm and the bridge's requirements from PyPI into a fresh venv (~40 s here).
   test("creates the bridge's venv in PENSIEVE_HOME, a second run is a no-op, and serve uses it", async () => {
     const home = mkdtempSync(join(tmpdir(), "pensieve-e2e-setup-"));
+    // The llama.cpp libraries bun installed: setup finds them instead of fetching from npm (tested on loopback in test/unit/bridge).
+    const llamaLibs = llamaLibDir({}, home) ?? undefined;
     try {
-      const first = await run(["setup"], { env: { PENSIEVE_HOME: home, PENSIEVE_PYTHON: undefined } });
+      const first = await run(["setup"], { env: { PENSIEVE_HOME: home, PENSIEVE_PYTHON: undefined, PENSIEVE_LLAMA_LIB_DIR: llamaLibs } });
       expect({ code: first.code, stderr: first.stderr.slice(-3000) }).toEqual({ code: 0, stderr: first.stderr.slice(-3000) });
       expect(first.stderr).toContain("[setup]");
+      if (llamaLibs) expect(first.stderr).toContain(`[setup] llama.cpp libraries: ${llamaLibs}`);
       const venvPython = join(home, "venv", "bin", "python");
       expect(existsSync(venvPython)).toBe(true);
 
-      const second = await run(["setup"], { env: { PENSIEVE_HOME: home, PENSIEVE_PYTHON: undefined } });
+      const second = await run(["setup"], { env: { PENSIEVE_HOME: home, PENSIEVE_PYTHON: undefined, PENSIEVE_LLAMA_LIB_DIR: llamaLibs } });
       expect(second.code).toBe(0);
       expect(second.stderr).toContain("up to date");
       expect(second.stderr).not.toContain("installing");

@@ -8,7 +8,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Elysia, t } from "elysia";
-import { createApp } from "../../src/app";
+import { appTuning, createApp } from "../../src/app";
+import { serveDefaults } from "../../src/config";
 import { docsPlugin } from "../../src/docs/plugin";
 import { FakeEngine } from "../support/fake-engine";
 import { FakeMemoryMonitor } from "../support/fake-memory";
@@ -38,7 +39,7 @@ function startPensieveApp() {
   const app = createApp({
     engine: new FakeEngine(),
     memory: new FakeMemoryMonitor(),
-    config: { token: "test-token", aliases: "*=default", allowedHosts: [], version: "0.0.0-test" },
+    config: { ...appTuning(serveDefaults()), token: "test-token", aliases: "*=default", allowedHosts: [], version: "0.0.0-test" },
   });
   return listen(app);
 }

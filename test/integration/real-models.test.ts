@@ -6,8 +6,7 @@
  *  - Qwen2.5-Coder-0.5B-Instruct: an auto-mode tool call (JSON and streamed), a plain answer,
  *    the loop guard stopping a repetition far below max_tokens, and forced tool_choice 10 times
  *    in 10 at temperature 1.
- *  - Qwen2.5-Coder-1.5B-Instruct: the turn after a tool_result is a text answer (the 0.5B calls
- *    the tool again instead, as the README says of models this small; see that block).
+ *  - Both Qwen models: the turn after a bare tool_result is a text answer from the result.
  *  - Gemma 3 270M (a base model with Pensieve's fallback Gemma chat template): Claude Code's
  *    first turn and a second turn with tool history and a mid-conversation system message are
  *    served, and count_tokens shows Claude Code's tools are in the prompt.
@@ -136,17 +135,14 @@ describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-0.5B-Instruct on llama.cpp", () => 
     expect(msg.stop_reason).toBe("max_tokens");
     expect(msg.usage.output_tokens).toBeLessThanOrEqual(400);
   }, 180_000);
+  afterToolResult(ctx);
 });
 
-// The turn after a tool_result. With the tool_result alone as the user's turn, both Qwen2.5-Coder
-// 0.5B and 1.5B call get_weather again at temperature 0 (whatever the result's wording or a system
-// prompt; llama.cpp's own llama-server, on the same GGUF with its Jinja template, does the same):
-// the models, not Pensieve. With the user's words after the result, in the same turn (as
-// Anthropic's API allows), the 1.5B answers from it; the 0.5B still calls the tool again.
-describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-1.5B-Instruct on llama.cpp", () => {
-  const ctx = serveReal("1.5b");
-
-  test("after the tool_result, a final text answer that uses it: end_turn, no tool_use", async () => {
+// The turn after a tool_result, the result alone as the user's turn. Qwen2.5-Coder 0.5B and 1.5B
+// both call get_weather again here at temperature 0 (llama-server on the same GGUF does too);
+// Pensieve drops that repeat and lets the model answer from the result (answered-calls.ts).
+function afterToolResult(ctx: { client: Anthropic }) {
+  test("after a bare tool_result, a final text answer that uses it: end_turn, no tool_use", async () => {
     const msg = await create(ctx.client, {
       model: MODEL,
       max_tokens: 128,
@@ -155,19 +151,18 @@ describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-1.5B-Instruct on llama.cpp", () => 
       messages: [
         ASK_WEATHER,
         { role: "assistant", content: [{ type: "tool_use", id: "toolu_01WeatherParis", name: "get_weather", input: { city: "Paris" } }] },
-        {
-          role: "user",
-          content: [
-            { type: "tool_result", tool_use_id: "toolu_01WeatherParis", content: "18°C and sunny" },
-            { type: "text", text: "Now answer my question." },
-          ],
-        },
+        { role: "user", content: [{ type: "tool_result", tool_use_id: "toolu_01WeatherParis", content: "18°C and sunny" }] },
       ],
     });
     expect(toolUses(msg)).toEqual([]);
     expect(msg.stop_reason).toBe("end_turn");
     expect(textOf(msg)).toMatch(/18|sunny/i);
   }, 180_000);
+}
+
+describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-1.5B-Instruct on llama.cpp", () => {
+  const ctx = serveReal("1.5b");
+  afterToolResult(ctx);
 });
 
 describe.skipIf(!REAL_MODELS)("Gemma 3 270M (base model, fallback chat template) on llama.cpp: Claude Code's requests", () => {

@@ -13,6 +13,8 @@ import type { EngineEvent, GenerateRequest } from "../../src/engine/types";
 import { UpstreamUnavailableError } from "../../src/upstream/errors";
 import { OpenAIUpstreamEngine } from "../../src/upstream/openai-engine";
 import { testPython, tinyModelDir } from "../support/server-process";
+import { serveDefaults } from "../../src/config";
+import { upstreamTuning } from "../../src/upstream/index";
 
 const silent = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
 
@@ -114,7 +116,7 @@ describe("OpenAIUpstreamEngine against mlx_lm.server", () => {
     hfHome = mkdtempSync(join(tmpdir(), "pensieve-hf-"));
     mkdirSync(join(hfHome, "hub"), { recursive: true });
     server = await startMlxServer(modelDir, hfHome);
-    engine = new OpenAIUpstreamEngine({ baseUrl: `${server.url}/v1`, logger: silent, reprobeIntervalMs: 0, defaultContextLength: 2048 });
+    engine = new OpenAIUpstreamEngine({ ...upstreamTuning(serveDefaults()), baseUrl: `${server.url}/v1`, logger: silent, reprobeIntervalMs: 0, defaultContextLength: 2048 });
   });
 
   afterAll(async () => {
@@ -225,7 +227,7 @@ describe("OpenAIUpstreamEngine against an overloaded stand-in", () => {
   afterAll(() => standin?.stop(true));
 
   test("429 -> EngineOverloadedError with the upstream's retry-after; 503 -> default retry", async () => {
-    const engine = new OpenAIUpstreamEngine({ baseUrl: `http://127.0.0.1:${standin.port}/v1`, logger: silent, reprobeIntervalMs: 0 });
+    const engine = new OpenAIUpstreamEngine({ ...upstreamTuning(serveDefaults()), baseUrl: `http://127.0.0.1:${standin.port}/v1`, logger: silent, reprobeIntervalMs: 0 });
     expect(await engine.start()).toMatchObject({ id: "busy-model", contextLength: 8192 });
     const a = await run(engine, req());
     expect(a.events).toEqual([]);

@@ -7,7 +7,8 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { heapStats } from "bun:jsc";
 import fc from "fast-check";
-import { createApp } from "../../src/app";
+import { appTuning, createApp } from "../../src/app";
+import { serveDefaults } from "../../src/config";
 import { FakeEngine } from "../support/fake-engine";
 import { FakeMemoryMonitor } from "../support/fake-memory";
 import { COUNT, type FuzzCase, MESSAGES, fuzzCase } from "./fuzz-cases";
@@ -29,7 +30,7 @@ function makeApp() {
   const app = createApp({
     engine,
     memory,
-    config: { token: TOKEN, aliases: "*=default", allowedHosts: [], version: "0.0.0-fuzz" },
+    config: { ...appTuning(serveDefaults()), token: TOKEN, aliases: "*=default", allowedHosts: [], version: "0.0.0-fuzz" },
     docs: false,
   });
   return { app, engine };

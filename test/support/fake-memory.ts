@@ -1,5 +1,6 @@
 /** FakeMemoryMonitor: a MemoryMonitor whose status and GB available are set by the test. */
-import { DEFAULT_THRESHOLDS, type MemoryMonitor, type MemoryStatus, type MemoryThresholds } from "../../src/memory/types";
+import { memoryThresholds, serveDefaults } from "../../src/config";
+import type { MemoryMonitor, MemoryStatus, MemoryThresholds } from "../../src/memory/types";
 
 export class FakeMemoryMonitor implements MemoryMonitor {
   status: MemoryStatus;
@@ -9,7 +10,7 @@ export class FakeMemoryMonitor implements MemoryMonitor {
   constructor(opts: { status?: MemoryStatus; availableGb?: number; thresholds?: MemoryThresholds } = {}) {
     this.status = opts.status ?? "safe";
     this.gb = opts.availableGb ?? 16;
-    this.limits = opts.thresholds ?? { ...DEFAULT_THRESHOLDS };
+    this.limits = opts.thresholds ?? memoryThresholds(serveDefaults());
   }
 
   /** Sets both at once, e.g. set("critical", 0.8). */

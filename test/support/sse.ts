@@ -4,6 +4,7 @@
  */
 
 import { LineDecoder } from "../../src/bridge/line-decoder";
+import { upstreamDefaults } from "../../src/config";
 
 /** One event as it came off the wire: its `event:` name and its `data:` JSON. */
 export interface WireEvent {
@@ -57,7 +58,7 @@ class BlockReader {
   private ready: WireEvent[] = [];
 
   constructor() {
-    this.lines = new LineDecoder((line) => this.line(line));
+    this.lines = new LineDecoder((line) => this.line(line), { maxLineLength: upstreamDefaults.maxLineLength });
   }
 
   push(bytes: Uint8Array): WireEvent[] {

@@ -3,11 +3,12 @@ import { aggregate, aggregateEvents, MessageAccumulator } from "../../../src/ant
 import { StreamConverter, thinkingSignature } from "../../../src/anthropic/stream";
 import type { EngineEvent } from "../../../src/engine/types";
 import type { MessageT } from "../../../src/anthropic/schemas";
+import { httpDefaults } from "../../../src/config";
 
 // The converter mints every tool_use id in Anthropic's style; engines give none.
 const TOOLU_ID = /^toolu_[0-9A-Za-z]{24}$/;
 
-const opts = { messageId: "msg_1", model: "claude-x" };
+const opts = { messageId: "msg_1", model: "claude-x", cancelledRetryAfterSeconds: httpDefaults.cancelledRetryAfterSeconds };
 const events: EngineEvent[] = [
   { type: "started", promptTokens: 50, cachedTokens: 20 },
   { type: "thinking", text: "hmm" },

@@ -9,8 +9,9 @@ import { CANCELLED_MESSAGE, StreamConverter, stopReasonOf, type SseEvent } from 
 import type { EngineEvent, FinishReason } from "../../../src/engine/types";
 import { ChunkAssembler } from "../../../src/upstream/stream";
 import { postMessages, readSse, simpleBody, makeApp } from "../app/harness";
+import { httpDefaults } from "../../../src/config";
 
-const opts = { messageId: "msg_1", model: "claude-x", requestId: "req_c1" };
+const opts = { messageId: "msg_1", model: "claude-x", requestId: "req_c1", cancelledRetryAfterSeconds: httpDefaults.cancelledRetryAfterSeconds };
 const started: EngineEvent = { type: "started", promptTokens: 10, cachedTokens: 0 };
 const done = (finishReason: FinishReason, completionTokens = 3): EngineEvent => ({
   type: "done",

@@ -18,6 +18,7 @@ import {
   PromptTooLongError,
   WorkerCrashedError,
 } from "../../../src/engine/errors";
+import { httpDefaults } from "../../../src/config";
 
 describe("error mapping", () => {
   const cases: Array<[string, unknown, number, string]> = [
@@ -58,7 +59,7 @@ describe("error mapping", () => {
   });
 
   test("memory 503: overloaded_error naming memory and GB, with retry headers", () => {
-    const m = mapError(lowMemoryError(0.75, 1), "req_m");
+    const m = mapError(lowMemoryError(0.75, 1, httpDefaults.memoryRetryAfterSeconds), "req_m");
     expect(m.status).toBe(503);
     expect(m.body.error.type).toBe("overloaded_error");
     expect(m.body.error.message).toContain("0.75 GB");

@@ -3,6 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { aggregateEvents } from "../../../src/anthropic/aggregate";
 import { JSON_FRAGMENT_CHARS, jsonFragments, StreamConverter } from "../../../src/anthropic/stream";
 import type { EngineEvent } from "../../../src/engine/types";
+import { httpDefaults } from "../../../src/config";
 
 // The converter mints every tool_use id in Anthropic's style; engines give none.
 const TOOLU_ID = /^toolu_[0-9A-Za-z]{24}$/;
@@ -43,7 +44,7 @@ describe("input_json_delta fragments", () => {
     const deltas = block.slice(1, -1);
     expect(deltas.length).toBeGreaterThan(1);
     for (const d of deltas) expect((d.data.delta as { type: string }).type).toBe("input_json_delta");
-    const msg = aggregateEvents(events, { messageId: "msg_1", model: "m" });
+    const msg = aggregateEvents(events, { messageId: "msg_1", model: "m", cancelledRetryAfterSeconds: httpDefaults.cancelledRetryAfterSeconds });
     expect(msg.content).toEqual([{ type: "tool_use", id: expect.stringMatching(TOOLU_ID), name: "Bash", input: args }]);
     expect(msg.stop_reason).toBe("tool_use");
   });

@@ -3,8 +3,9 @@ import { aggregateEvents } from "../../../src/anthropic/aggregate";
 import { StreamConverter, usageOf } from "../../../src/anthropic/stream";
 import { toEngineEvent } from "../../../src/bridge/generation-job";
 import type { EngineEvent } from "../../../src/engine/types";
+import { httpDefaults } from "../../../src/config";
 
-const opts = { messageId: "msg_1", model: "claude-x" };
+const opts = { messageId: "msg_1", model: "claude-x", cancelledRetryAfterSeconds: httpDefaults.cancelledRetryAfterSeconds };
 const events = (created?: number): EngineEvent[] => [
   { type: "started", promptTokens: 100, cachedTokens: 60 },
   { type: "text", text: "ok" },

@@ -1,7 +1,8 @@
 /** Shared setup for the in-process app tests: createApp with fakes, request helpers, an SSE parser. */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { type AppConfig, type AppDeps, createApp } from "../../../src/app";
+import { type AppConfig, type AppDeps, appTuning, createApp } from "../../../src/app";
+import { serveDefaults } from "../../../src/config";
 import type { SseEvent } from "../../../src/anthropic/stream";
 import { GuardState } from "../../../src/lifecycle/guard-state";
 import { FakeEngine, type FakeEngineOptions } from "../../support/fake-engine";
@@ -24,6 +25,7 @@ export function makeApp(
   const engine = new FakeEngine(opts.engine);
   const memory = new FakeMemoryMonitor();
   const config: AppConfig = {
+    ...appTuning(serveDefaults()),
     token: TOKEN,
     aliases: "*=default",
     allowedHosts: [],

@@ -4,6 +4,7 @@ import { type HealthDeps, healthRoutes } from "../../../src/http/health";
 import { GuardState } from "../../../src/lifecycle/guard-state";
 import { FakeEngine } from "../../support/fake-engine";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
+import { httpDefaults } from "../../../src/config";
 
 const makeHealth = (over: Partial<HealthDeps> = {}) =>
   healthRoutes({
@@ -14,6 +15,7 @@ const makeHealth = (over: Partial<HealthDeps> = {}) =>
     memory: new FakeMemoryMonitor({ availableGb: 12.3456 }),
     state: new GuardState(),
     showDetails: () => true,
+    statsTimeoutMs: httpDefaults.healthStatsTimeoutMs,
     ...over,
   });
 const get = (app: ReturnType<typeof healthRoutes>) => app.handle(new Request("http://localhost/health")).then((r) => r.json());

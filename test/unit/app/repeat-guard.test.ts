@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { repeatedToolCall } from "../../../src/anthropic/repeat-guard";
-import type { ChatMessage } from "../../../src/engine/types";
+import type { ChatMessage, GenerateRequest } from "../../../src/engine/types";
+import { type ScriptStep, textScript } from "../../support/fake-engine";
 import { makeApp, parseSse, postMessages, simpleBody } from "./harness";
 
 const BASH = { name: "Bash", description: "Run a command", input_schema: { type: "object", properties: { command: { type: "string" } } } };
@@ -62,5 +63,41 @@ describe("the same tool call, turn after turn", () => {
     const broken = [...base, ...call({ a: 1 }, "1"), ...call({ a: 2 }, "2"), ...call({ a: 2 }, "3")];
     expect(repeatedToolCall(broken, 3)).toBeNull();
     expect(repeatedToolCall(broken, 2)).toBe("Read");
+  });
+});
+
+describe("a call repeating the one just answered (answered-calls.ts), through createApp", () => {
+  // The model calls Bash("ls") again after its result; without tools offered it answers.
+  const script = (req: GenerateRequest): ScriptStep[] =>
+    req.tools?.length
+      ? [{ type: "started", promptTokens: 50, cachedTokens: 10 }, { type: "tool_call", name: "Bash", arguments: { command: "ls" } }, { type: "done", finishReason: "tool_calls", promptTokens: 50, completionTokens: 9, cachedTokens: 10 }]
+      : textScript(["There is one file, a.txt."], 30);
+
+  test("JSON: the answer from the result, end_turn, usage of the client's prompt", async () => {
+    const h = makeApp({ engine: { script } });
+    const msg = (await (await postMessages(h, history(1))).json()) as any;
+    expect(msg.stop_reason).toBe("end_turn");
+    expect(msg.content).toEqual([{ type: "text", text: "There is one file, a.txt." }]);
+    expect(msg.usage.input_tokens + msg.usage.cache_read_input_tokens).toBe(50);
+    expect(h.engine.requests).toHaveLength(2);
+    const second = h.engine.requests[1]!;
+    expect(second.tools).toBeUndefined();
+    expect(second.messages.map((m) => m.role)).toEqual(["user", "assistant", "user"]);
+    expect(second.messages[2]!.content).toBe("The tool Bash returned:\na.txt");
+  });
+
+  test("SSE: one text block, no tool_use block ever started", async () => {
+    const h = makeApp({ engine: { script } });
+    const events = parseSse(await (await postMessages(h, { ...history(1), stream: true })).text());
+    expect(events.map((e) => e.event)).toEqual(["message_start", "ping", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"]);
+    expect((events[2]!.data as any).content_block.type).toBe("text");
+    expect((events.at(-2)!.data as any).delta.stop_reason).toBe("end_turn");
+  });
+
+  test("--answer-repeated-calls off: the repeat is returned as it is", async () => {
+    const h = makeApp({ engine: { script }, config: { answerRepeatedCalls: false } });
+    const msg = (await (await postMessages(h, history(1))).json()) as any;
+    expect(msg.stop_reason).toBe("tool_use");
+    expect(h.engine.requests).toHaveLength(1);
   });
 });

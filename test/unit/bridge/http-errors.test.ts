@@ -1,9 +1,10 @@
 /** What a client sees of worker trouble: the HTTP app over MlxEngine and the fake worker. */
 
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import { createApp } from "../../../src/app";
+import { appTuning, createApp } from "../../../src/app";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 import { FAKE_SECRET, type FakeSetup, fakeEngines } from "./helpers";
+import { serveDefaults } from "../../../src/config";
 
 // Spawns processes; a loaded 2-core machine can be slow.
 setDefaultTimeout(30_000);
@@ -13,6 +14,7 @@ const TOKEN = "test-token";
 
 function appOver(s: FakeSetup) {
   const config = {
+    ...appTuning(serveDefaults()),
     token: TOKEN,
     aliases: "*=default",
     allowedHosts: [],

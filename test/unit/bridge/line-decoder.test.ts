@@ -1,10 +1,11 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { LineDecoder, type LineOverflow, LineTooLongError } from "../../../src/bridge/line-decoder";
+import { engineDefaults } from "../../../src/config";
 
 const enc = new TextEncoder();
 
-function run(chunks: Uint8Array[], maxLineLength?: number) {
+function run(chunks: Uint8Array[], maxLineLength = engineDefaults.maxLineLength) {
   const lines: string[] = [];
   const overflows: LineOverflow[] = [];
   const d = new LineDecoder((l) => lines.push(l), { maxLineLength, onOverflow: (o) => overflows.push(o) });
@@ -116,7 +117,7 @@ describe("LineDecoder", () => {
 describe("LineDecoder with lineEnds: any", () => {
   const lines = (...chunks: string[]) => {
     const out: string[] = [];
-    const d = new LineDecoder((l) => out.push(l), { lineEnds: "any" });
+    const d = new LineDecoder((l) => out.push(l), { maxLineLength: engineDefaults.maxLineLength, lineEnds: "any" });
     for (const c of chunks) d.push(new TextEncoder().encode(c));
     d.flush();
     return out;

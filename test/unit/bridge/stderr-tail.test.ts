@@ -1,5 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { StderrTail } from "../../../src/bridge/stderr-tail";
+import { engineDefaults } from "../../../src/config";
+
+// The tail the engine keeps by default.
+const TAIL = { maxLines: engineDefaults.stderrTailLines, maxLineLength: engineDefaults.stderrLineLength };
 
 function streamOf(...parts: string[]): ReadableStream<Uint8Array> {
   const enc = new TextEncoder();
@@ -13,7 +17,7 @@ function streamOf(...parts: string[]): ReadableStream<Uint8Array> {
 
 describe("StderrTail", () => {
   test("keeps the last N lines, oldest first", () => {
-    const t = new StderrTail({ maxLines: 3 });
+    const t = new StderrTail({ ...TAIL, maxLines: 3 });
     expect(t.lines()).toEqual([]);
     t.push("a");
     t.push("b");
@@ -32,17 +36,17 @@ describe("StderrTail", () => {
 
   test("forwards lines with a prefix when configured", () => {
     const seen: string[] = [];
-    const t = new StderrTail({ forward: (s) => seen.push(s) });
+    const t = new StderrTail({ ...TAIL, forward: (s) => seen.push(s) });
     t.push("loading");
     t.push("[worker] tagged already");
     expect(seen).toEqual(["[worker] loading\n", "[worker] tagged already\n"]);
-    const quiet = new StderrTail();
+    const quiet = new StderrTail(TAIL);
     quiet.push("x");
     expect(quiet.lines()).toEqual(["x"]);
   });
 
   test("drains a stream split mid-line and mid-character, keeping an unterminated last line", async () => {
-    const t = new StderrTail({ maxLines: 10 });
+    const t = new StderrTail({ ...TAIL, maxLines: 10 });
     const bytes = new TextEncoder().encode("Trace\u00e9\n  File x\r\nboom");
     const s = new ReadableStream<Uint8Array>({
       start(c) {
@@ -56,7 +60,7 @@ describe("StderrTail", () => {
   });
 
   test("drain never rejects on an erroring stream", async () => {
-    const t = new StderrTail();
+    const t = new StderrTail(TAIL);
     let pulls = 0;
     const s = new ReadableStream<Uint8Array>({
       pull(c) {
@@ -69,7 +73,7 @@ describe("StderrTail", () => {
   });
 
   test("drain after pushes appends to the same ring", async () => {
-    const t = new StderrTail({ maxLines: 2 });
+    const t = new StderrTail({ ...TAIL, maxLines: 2 });
     t.push("first");
     await t.drain(streamOf("second\n", "third\n"));
     expect(t.lines()).toEqual(["second", "third"]);

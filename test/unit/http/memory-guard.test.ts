@@ -13,6 +13,7 @@ import { GuardState } from "../../../src/lifecycle/guard-state";
 import type { MemoryStatus } from "../../../src/memory/types";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 import { RecordingLogger } from "../../support/memory-kit";
+import { httpDefaults } from "../../../src/config";
 
 /** A stream route the test steps by hand: each `step()` lets one more event out. */
 class Valve {
@@ -41,6 +42,7 @@ function makeApp(opts: Partial<MemoryGuardOptions> & { status?: MemoryStatus; gb
   const handled: string[] = [];
   const scope = requestScope(newRequestId);
   const guard: MemoryGuardOptions = {
+    retryAfterSeconds: httpDefaults.memoryRetryAfterSeconds,
     monitor,
     log,
     state,

@@ -2,13 +2,14 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createApp } from "../../../src/app";
+import { appTuning, createApp } from "../../../src/app";
+import { serveDefaults } from "../../../src/config";
 import type { EngineStats } from "../../../src/engine/types";
-import { createEmergencyShutdown, type EmergencyDeps } from "../../../src/lifecycle/emergency";
+import { createEmergencyShutdown, type EmergencyDeps, emergencyTimings } from "../../../src/lifecycle/emergency";
 import { emergencyLogName, type EmergencyRecord } from "../../../src/lifecycle/emergency-log";
 import { InflightRegistry } from "../../../src/lifecycle/inflight";
 import { setupMemorySafety } from "../../../src/lifecycle/memory-safety";
-import { createMemoryMonitor, type MemorySample } from "../../../src/memory/monitor";
+import { createMemoryMonitor, type MemorySample, monitorTuning } from "../../../src/memory/monitor";
 import { FakeEngine } from "../../support/fake-engine";
 import { RecordingLogger, ScriptedSource } from "../../support/memory-kit";
 
@@ -41,6 +42,9 @@ function recorder(over: Partial<EmergencyDeps> = {}) {
   const log = new RecordingLogger();
   let record: EmergencyRecord | null = null;
   const deps: EmergencyDeps = {
+    ...emergencyTimings(serveDefaults()),
+    // The recorder's writeLog writes nothing; the log-file test gives a real logDir.
+    logDir: "/nonexistent/pensieve-logs",
     log,
     inflight,
     stopAccepting: (r) => calls.push(`stopAccepting:${r}`),
@@ -214,7 +218,7 @@ describe("the emergency log file", () => {
     const dir = tempDir();
     const source = new ScriptedSource(8);
     const log = new RecordingLogger();
-    const monitor = createMemoryMonitor({ source, log });
+    const monitor = createMemoryMonitor({ ...monitorTuning(serveDefaults()), source, log });
     await monitor.sampleNow();
     const engine = new FakeEngine({
       script: [
@@ -225,11 +229,18 @@ describe("the emergency log file", () => {
       ],
     });
     let exitCode: number | null = null;
-    const safety = setupMemorySafety({ monitor, engine, log, logDir: dir, drainTimeoutMs: 50, exit: (c) => (exitCode = c) });
+    const safety = setupMemorySafety({ ...emergencyTimings(serveDefaults()), monitor, engine, log, logDir: dir, drainTimeoutMs: 50, exit: (c) => (exitCode = c) });
     const app = createApp({
       engine,
       memory: monitor,
-      config: { token: "t", aliases: "*=default", allowedHosts: [], version: "test", stream: { headStartMs: Number.POSITIVE_INFINITY, pingIntervalMs: Number.POSITIVE_INFINITY } },
+      config: {
+        ...appTuning(serveDefaults()),
+        token: "t",
+        aliases: "*=default",
+        allowedHosts: [],
+        version: "test",
+        stream: { headStartMs: Number.POSITIVE_INFINITY, pingIntervalMs: Number.POSITIVE_INFINITY },
+      },
       state: safety.state,
       onEmergency: safety.onEmergency,
       memoryInfo: safety.memoryInfo,

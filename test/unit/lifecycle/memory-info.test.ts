@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { GuardState } from "../../../src/lifecycle/guard-state";
 import { memoryInfo } from "../../../src/lifecycle/memory-info";
-import { createMemoryMonitor } from "../../../src/memory/monitor";
+import { serveDefaults } from "../../../src/config";
+import { createMemoryMonitor, monitorTuning } from "../../../src/memory/monitor";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
 import { ManualClock, RecordingLogger, ScriptedSource } from "../../support/memory-kit";
 
@@ -23,7 +24,7 @@ describe("memoryInfo", () => {
 
   test("adds sample age and source for the sampled monitor; null GB before the first sample", async () => {
     const clock = new ManualClock();
-    const monitor = createMemoryMonitor({ source: new ScriptedSource(6), now: clock.now, log: new RecordingLogger() });
+    const monitor = createMemoryMonitor({ ...monitorTuning(serveDefaults()), source: new ScriptedSource(6), now: clock.now, log: new RecordingLogger() });
     const state = new GuardState();
     expect(memoryInfo({ monitor, state }).available_gb).toBeNull();
     expect(memoryInfo({ monitor, state }).sample_age_ms).toBeNull();

@@ -7,6 +7,7 @@ import { GuardState } from "../../../src/lifecycle/guard-state";
 import { admit, estimateKvBytes, fitsWholeContext, gateAction } from "../../../src/memory/gate";
 import { BYTES_PER_GB } from "../../../src/memory/levels";
 import { FakeMemoryMonitor } from "../../support/fake-memory";
+import { httpDefaults } from "../../../src/config";
 
 describe("gateAction", () => {
   test("Safe/Caution serve, Warning warns, Critical rejects, Emergency shuts down", () => {
@@ -18,6 +19,8 @@ describe("gateAction", () => {
   });
 });
 
+const RETRY_S = httpDefaults.memoryRetryAfterSeconds;
+
 describe("refusal errors", () => {
   test("are 503 overloaded_error with retry headers capped at 60 s", () => {
     for (const err of [lowMemoryError(0.8, 1, 120), emergencyMemoryError(0.3, 5), shuttingDownError("memory emergency", 5)]) {
@@ -28,8 +31,8 @@ describe("refusal errors", () => {
       expect(err.headers["x-should-retry"]).toBe("true");
       expect(Number(err.headers["retry-after"])).toBeLessThanOrEqual(60);
     }
-    expect(lowMemoryError(0.8, 1).message).toContain("memory is low: 0.80 GB available");
-    expect(emergencyMemoryError(Number.NaN).message).toContain("unknown GB available");
+    expect(lowMemoryError(0.8, 1, RETRY_S).message).toContain("memory is low: 0.80 GB available");
+    expect(emergencyMemoryError(Number.NaN, RETRY_S).message).toContain("unknown GB available");
   });
 });
 
@@ -64,7 +67,7 @@ describe("admit", () => {
     expect(admit(m, 1.49 * GB)).toBeNull(); // leaves 1.01 GB: Warning
     const refusal = admit(m, 1.5 * GB); // leaves exactly 1 GB: Critical
     expect(refusal).toEqual({ needGb: 1.5, availableGb: 2.5, criticalGb: 1 });
-    const err = admissionError(refusal!.needGb, refusal!.availableGb, refusal!.criticalGb, "Retry later.");
+    const err = admissionError(refusal!.needGb, refusal!.availableGb, refusal!.criticalGb, "Retry later.", RETRY_S);
     expect(err).toBeInstanceOf(ServiceUnavailableError);
     expect(err.message).toContain("2.50 GB available");
     expect(err.message).toContain("1.50 GB of KV cache");

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { KvPressurePoller, kvStatus, parseKvUsage } from "../../../src/memory/kv-pressure";
-import { createMemoryMonitor } from "../../../src/memory/monitor";
+import { kvPressureDefaults, serveDefaults } from "../../../src/config";
+import { createMemoryMonitor, monitorTuning } from "../../../src/memory/monitor";
 import type { MemoryStatus } from "../../../src/memory/types";
 import { ManualClock, RecordingLogger, ScriptedSource } from "../../support/memory-kit";
 import { upstreamMetrics } from "../../../src/upstream/kv-pressure";
@@ -25,7 +26,7 @@ describe("KV usage from /metrics", () => {
   });
 
   test("levels: caution 80%, warning 90%, critical 97%, never emergency", () => {
-    expect([null, 0.5, 0.8, 0.9, 0.97, 1].map((u) => kvStatus(u))).toEqual(["safe", "safe", "caution", "warning", "critical", "critical"]);
+    expect([null, 0.5, 0.8, 0.9, 0.97, 1].map((u) => kvStatus(u, kvPressureDefaults.thresholds))).toEqual(["safe", "safe", "caution", "warning", "critical", "critical"]);
   });
 
   test("the poller reads /metrics with auth; failures and stale readings add no pressure", async () => {
@@ -36,7 +37,7 @@ describe("KV usage from /metrics", () => {
       return new Response(VLLM_METRICS);
     });
     const metrics = upstreamMetrics({ baseUrl: "http://gpu:8000/v1", apiKey: "k", fetch: up.fetch });
-    const kv = new KvPressurePoller({ metrics, intervalMs: 1000, now: () => clock });
+    const kv = new KvPressurePoller({ ...kvPressureDefaults, metrics, intervalMs: 1000, staleAfterMs: 3000, now: () => clock });
     await kv.poll();
     expect(up.requests[0]?.url).toBe("http://gpu:8000/metrics");
     expect(up.requests[0]?.headers.get("authorization")).toBe("Bearer k");
@@ -53,6 +54,7 @@ describe("KV usage from /metrics", () => {
     let remote: MemoryStatus = "warning";
     const clock = new ManualClock();
     const monitor = createMemoryMonitor({
+      ...monitorTuning(serveDefaults()),
       source: new ScriptedSource(12),
       now: clock.now,
       log: new RecordingLogger(),

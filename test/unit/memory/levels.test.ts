@@ -1,6 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { LevelTracker, STATUS_ORDER, classify, resolveThresholds, severity, worse } from "../../../src/memory/levels";
-import { DEFAULT_THRESHOLDS, type MemoryStatus } from "../../../src/memory/types";
+import { memoryThresholds, serveDefaults } from "../../../src/config";
+import { LevelTracker, STATUS_ORDER, checkThresholds, classify, severity, worse } from "../../../src/memory/levels";
+import type { MemoryStatus } from "../../../src/memory/types";
+
+const DEFAULT_THRESHOLDS = memoryThresholds(serveDefaults());
 
 describe("classify: both sides of every threshold (defaults 3 / 2 / 1 / 0.5)", () => {
   const cases: [number, MemoryStatus][] = [
@@ -23,7 +26,7 @@ describe("classify: both sides of every threshold (defaults 3 / 2 / 1 / 0.5)", (
   }
 
   test("custom thresholds move every boundary", () => {
-    const t = resolveThresholds({ caution: 8, warning: 6, critical: 4, emergency: 2 });
+    const t = checkThresholds({ caution: 8, warning: 6, critical: 4, emergency: 2 });
     expect([8.001, 8, 6.001, 6, 4.001, 4, 2.001, 2].map((gb) => classify(gb, t))).toEqual([
       "safe",
       "caution",
@@ -41,17 +44,18 @@ describe("classify: both sides of every threshold (defaults 3 / 2 / 1 / 0.5)", (
   });
 });
 
-describe("resolveThresholds", () => {
-  test("fills defaults", () => {
-    expect(resolveThresholds({ critical: 1.5 })).toEqual({ caution: 3, warning: 2, critical: 1.5, emergency: 0.5 });
+describe("checkThresholds", () => {
+  const given = (over: Partial<typeof DEFAULT_THRESHOLDS>) => ({ ...DEFAULT_THRESHOLDS, ...over });
+  test("keeps valid thresholds (the serve defaults are 3 / 2 / 1 / 0.5)", () => {
+    expect(checkThresholds(given({ critical: 1.5 }))).toEqual({ caution: 3, warning: 2, critical: 1.5, emergency: 0.5 });
   });
   test("rejects thresholds that do not decrease", () => {
-    expect(() => resolveThresholds({ warning: 3 })).toThrow(/decrease/);
-    expect(() => resolveThresholds({ emergency: 1 })).toThrow(/decrease/);
+    expect(() => checkThresholds(given({ warning: 3 }))).toThrow(/decrease/);
+    expect(() => checkThresholds(given({ emergency: 1 }))).toThrow(/decrease/);
   });
   test("rejects negative or non-finite values", () => {
-    expect(() => resolveThresholds({ emergency: -1 })).toThrow(/non-negative/);
-    expect(() => resolveThresholds({ caution: Number.POSITIVE_INFINITY })).toThrow(/non-negative/);
+    expect(() => checkThresholds(given({ emergency: -1 }))).toThrow(/non-negative/);
+    expect(() => checkThresholds(given({ caution: Number.POSITIVE_INFINITY }))).toThrow(/non-negative/);
   });
 });
 

@@ -3,10 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BYTES_PER_GB } from "../../../src/memory/levels";
-import { createMemoryMonitor, type MemoryMonitorConfig, type MemorySample, type SampledMemoryMonitor } from "../../../src/memory/monitor";
+import { serveDefaults } from "../../../src/config";
+import { createMemoryMonitor, type MemoryMonitorConfig, type MemorySample, monitorTuning, type SampledMemoryMonitor } from "../../../src/memory/monitor";
 import type { MemoryStatus } from "../../../src/memory/types";
 import { ManualClock, RecordingLogger, ScriptedSource, withPressure } from "../../support/memory-kit";
 
+const TUNING = monitorTuning(serveDefaults());
 const started: SampledMemoryMonitor[] = [];
 
 // Lets a sample started by a fired timer finish (its read is a resolved promise chain).
@@ -21,7 +23,7 @@ function setup(initialGb = 8, extra: Partial<MemoryMonitorConfig> = {}) {
   const source = new ScriptedSource(initialGb);
   const clock = new ManualClock();
   const log = new RecordingLogger();
-  const monitor = createMemoryMonitor({ source, now: clock.now, log, hysteresis: { marginGb: 0.25, samples: 3 }, ...extra });
+  const monitor = createMemoryMonitor({ ...TUNING, source, now: clock.now, log, hysteresis: { marginGb: 0.25, samples: 3 }, ...extra });
   started.push(monitor);
   return { source, clock, log, monitor };
 }
@@ -287,13 +289,13 @@ describe("history, configuration and the sampler timer", () => {
   });
 
   test("interval must be 250-500 ms", () => {
-    expect(() => createMemoryMonitor({ source: new ScriptedSource(), intervalMs: 100 })).toThrow(/250 to 500/);
-    expect(() => createMemoryMonitor({ source: new ScriptedSource(), intervalMs: 501 })).toThrow(/250 to 500/);
-    expect(createMemoryMonitor({ source: new ScriptedSource(), intervalMs: 250 }).intervalMs).toBe(250);
+    expect(() => createMemoryMonitor({ ...TUNING, source: new ScriptedSource(), intervalMs: 100 })).toThrow(/250 to 500/);
+    expect(() => createMemoryMonitor({ ...TUNING, source: new ScriptedSource(), intervalMs: 501 })).toThrow(/250 to 500/);
+    expect(createMemoryMonitor({ ...TUNING, source: new ScriptedSource(), intervalMs: 250 }).intervalMs).toBe(250);
   });
 
   test("invalid thresholds are refused", () => {
-    expect(() => createMemoryMonitor({ source: new ScriptedSource(), thresholds: { critical: 5 } })).toThrow(/decrease/);
+    expect(() => createMemoryMonitor({ ...TUNING, source: new ScriptedSource(), thresholds: { ...TUNING.thresholds, critical: 5 } })).toThrow(/decrease/);
   });
 
   test("start() takes a first sample, then samples in the background until stop()", async () => {
@@ -301,7 +303,7 @@ describe("history, configuration and the sampler timer", () => {
     jest.useFakeTimers();
     try {
       const source = new ScriptedSource(8);
-      const monitor = createMemoryMonitor({ source, intervalMs: 250, log: new RecordingLogger() });
+      const monitor = createMemoryMonitor({ ...TUNING, source, intervalMs: 250, log: new RecordingLogger() });
       started.push(monitor);
       await monitor.start();
       expect(source.reads).toBe(1);
@@ -327,8 +329,10 @@ describe("history, configuration and the sampler timer", () => {
       const path = join(dir, "avail");
       writeFileSync(path, String(8 * BYTES_PER_GB));
       const monitorModule = join(import.meta.dir, "../../../src/memory/monitor.ts");
-      const script = `const { createMemoryMonitor } = await import(${JSON.stringify(monitorModule)});
-const m = createMemoryMonitor({ source: ${JSON.stringify(`file:${path}`)} });
+      const configModule = join(import.meta.dir, "../../../src/config.ts");
+      const script = `const { createMemoryMonitor, monitorTuning } = await import(${JSON.stringify(monitorModule)});
+const { serveDefaults } = await import(${JSON.stringify(configModule)});
+const m = createMemoryMonitor({ ...monitorTuning(serveDefaults()), source: ${JSON.stringify(`file:${path}`)} });
 await m.start();
 console.log(m.checkStatus());`;
       const child = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe" });
@@ -356,7 +360,7 @@ console.log(m.checkStatus());`;
         return { availableBytes: 8 * BYTES_PER_GB };
       },
     };
-    const monitor = createMemoryMonitor({ source: slow, log: new RecordingLogger() });
+    const monitor = createMemoryMonitor({ ...TUNING, source: slow, log: new RecordingLogger() });
     const a = monitor.sampleNow();
     const b = monitor.sampleNow();
     release();
@@ -367,7 +371,7 @@ console.log(m.checkStatus());`;
   test("describe() names the source and flags an injected one", () => {
     const dir = mkdtempSync(join(tmpdir(), "pensieve-mon-"));
     try {
-      const m = createMemoryMonitor({ source: `file:${join(dir, "avail")}`, log: new RecordingLogger() });
+      const m = createMemoryMonitor({ ...TUNING, source: `file:${join(dir, "avail")}`, log: new RecordingLogger() });
       expect(m.describe()).toContain(`file:${join(dir, "avail")}`);
       expect(m.describe()).toContain("INJECTED");
       expect(m.source.injected).toBe(true);
@@ -381,7 +385,7 @@ console.log(m.checkStatus());`;
     const path = join(dir, "avail");
     const fired: string[] = [];
     try {
-      const m = createMemoryMonitor({ source: `file:${path}`, log: new RecordingLogger(), hysteresis: { samples: 1 }, onEmergency: (r) => fired.push(r) });
+      const m = createMemoryMonitor({ ...TUNING, source: `file:${path}`, log: new RecordingLogger(), hysteresis: { ...TUNING.hysteresis, samples: 1 }, onEmergency: (r) => fired.push(r) });
       const seen: MemoryStatus[] = [];
       for (const gb of [4, 2.5, 1.5, 0.75, 0.25]) {
         writeFileSync(path, String(Math.round(gb * BYTES_PER_GB)));
@@ -401,7 +405,7 @@ describe("level changes", () => {
     const clock = new ManualClock();
     const source = new ScriptedSource(8);
     let remote: MemoryStatus = "safe";
-    const monitor = createMemoryMonitor({ source, now: clock.now, log: new RecordingLogger(), pressures: [{ checkStatus: () => remote }] });
+    const monitor = createMemoryMonitor({ ...TUNING, source, now: clock.now, log: new RecordingLogger(), pressures: [{ checkStatus: () => remote }] });
     const seen: MemoryStatus[] = [];
     const off = monitor.onLevelChange((s) => seen.push(s));
     await monitor.sampleNow();

@@ -5,6 +5,8 @@ import type { GenerateRequest } from "../../../src/engine/types";
 import { UpstreamUnavailableError } from "../../../src/upstream/errors";
 import { OpenAIUpstreamEngine, type OpenAIUpstreamOptions } from "../../../src/upstream/openai-engine";
 import { type Handler, collect, connectionRefused, fakeUpstream, fixture, json, split, streamResponse } from "./fake-upstream";
+import { serveDefaults } from "../../../src/config";
+import { upstreamTuning } from "../../../src/upstream/index";
 
 const req = (over: Partial<GenerateRequest> = {}): GenerateRequest => ({
   requestId: "req_42",
@@ -13,6 +15,7 @@ const req = (over: Partial<GenerateRequest> = {}): GenerateRequest => ({
   ...over,
 });
 
+const TUNING = upstreamTuning(serveDefaults());
 const silent = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
 const models = (data: unknown[]) => json({ object: "list", data });
 
@@ -24,6 +27,7 @@ async function settle(): Promise<void> {
 function engineWith(handler: Handler, opts: Partial<OpenAIUpstreamOptions> = {}) {
   const up = fakeUpstream(handler);
   const engine = new OpenAIUpstreamEngine({
+    ...TUNING,
     baseUrl: "http://gpu:8000/v1/",
     fetch: up.fetch,
     logger: silent,
@@ -261,7 +265,7 @@ describe("generate: failures", () => {
 
   test("no response headers in time -> UpstreamUnavailableError (timeout)", async () => {
     const { engine } = engineWith((r) => (r.path === "/v1/models" ? models([{ id: "m" }]) : new Promise<Response>(() => {})), {
-      timeouts: { headersMs: 20 },
+      timeouts: { ...TUNING.timeouts, headersMs: 20 },
     });
     await engine.start();
     const { error } = await collect(engine.generate(req()));
@@ -274,7 +278,7 @@ describe("generate: failures", () => {
     const head = 'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n';
     const { engine } = engineWith(
       (r, signal) => (r.path === "/v1/models" ? models([{ id: "m" }]) : streamResponse([head], signal, { hang: true })),
-      { timeouts: { idleMs: 20 } },
+      { timeouts: { ...TUNING.timeouts, idleMs: 20 } },
     );
     const { events, error } = await collect(engine.generate(req()));
     expect(events.map((e) => e.type)).toEqual(["started", "text"]);

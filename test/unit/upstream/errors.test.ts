@@ -9,20 +9,23 @@ import {
   parseRetryAfter,
   upstreamErrorMessage,
 } from "../../../src/upstream/errors";
+import { upstreamDefaults } from "../../../src/config";
 
 const UP = "http://gpu:8000";
+// The retry-after used when an upstream sends none.
+const RETRY_S = upstreamDefaults.retryAfterSeconds;
 const map = (status: number, body: string, headers: Record<string, string> = {}) =>
-  mapUpstreamStatus(status, new Headers(headers), body, UP);
+  mapUpstreamStatus(status, new Headers(headers), body, UP, RETRY_S);
 
 describe("retry-after", () => {
   test("seconds, HTTP dates, caps and defaults", () => {
-    expect(parseRetryAfter("7")).toBe(7);
-    expect(parseRetryAfter("0")).toBe(1);
-    expect(parseRetryAfter("3600")).toBe(60);
-    expect(parseRetryAfter(null)).toBe(5);
-    expect(parseRetryAfter("soon")).toBe(5);
+    expect(parseRetryAfter("7", RETRY_S)).toBe(7);
+    expect(parseRetryAfter("0", RETRY_S)).toBe(1);
+    expect(parseRetryAfter("3600", RETRY_S)).toBe(60);
+    expect(parseRetryAfter(null, RETRY_S)).toBe(5);
+    expect(parseRetryAfter("soon", RETRY_S)).toBe(5);
     const now = Date.parse("2025-01-01T00:00:00Z");
-    expect(parseRetryAfter("Wed, 01 Jan 2025 00:00:20 GMT", now)).toBe(20);
+    expect(parseRetryAfter("Wed, 01 Jan 2025 00:00:20 GMT", RETRY_S, now)).toBe(20);
   });
 });
 

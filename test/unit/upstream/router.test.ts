@@ -8,12 +8,15 @@ import type {
   ModelInfo,
   PromptInput,
 } from "../../../src/engine/types";
-import { createUpstreamEngine, splitUpstream } from "../../../src/upstream/index";
+import { serveDefaults } from "../../../src/config";
+import { createUpstreamEngine, splitUpstream, upstreamTuning } from "../../../src/upstream/index";
 import { OpenAIUpstreamEngine } from "../../../src/upstream/openai-engine";
 import { RoutingEngine } from "../../../src/upstream/router";
 import { patternMatches } from "../../../src/engine/patterns";
 import { parseRouteSpec, pickRoute } from "../../../src/upstream/routes";
 import { collect, fakeUpstream, fixture, json, streamResponse } from "./fake-upstream";
+
+const TUNING = upstreamTuning(serveDefaults());
 
 /** A minimal engine that records what it was asked and answers with its name. */
 class NamedEngine implements InferenceEngine {
@@ -139,7 +142,7 @@ describe("RoutingEngine", () => {
 
 describe("createUpstreamEngine", () => {
   test("no routes: a single OpenAIUpstreamEngine with the URL's #model", () => {
-    const e = createUpstreamEngine({ upstream: "http://h:8000/v1#m" });
+    const e = createUpstreamEngine({ ...TUNING, upstream: "http://h:8000/v1#m" });
     expect(e).toBeInstanceOf(OpenAIUpstreamEngine);
   });
 
@@ -148,12 +151,13 @@ describe("createUpstreamEngine", () => {
       r.path === "/v1/models" ? json({ data: [{ id: `${new URL(r.url).host}-served` }] }) : streamResponse([fixture("vllm-text.sse")], signal),
     );
     const e = createUpstreamEngine({
+      ...TUNING,
       upstream: "http://big:8000/v1#big-model",
       apiKey: "k",
       routes: "haiku=http://small:8001/v1,opus=#huge",
       fetch: up.fetch,
       logger: { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} },
-      timeouts: { probeMs: 1000 },
+      timeouts: { ...TUNING.timeouts, probeMs: 1000 },
     });
     expect(e).toBeInstanceOf(RoutingEngine);
     for (const model of ["claude-haiku-4-5", "claude-opus-4-1", "claude-sonnet-4-5"]) {
@@ -170,11 +174,11 @@ describe("createUpstreamEngine", () => {
   });
 
   test("a bad spec fails at startup, not at the first request", () => {
-    expect(() => createUpstreamEngine({ upstream: "http://h:8000", routes: "haiku" })).toThrow("PATTERN=URL#MODEL");
-    expect(() => createUpstreamEngine({ upstream: "localhost:8000" })).toThrow("must be http or https");
-    expect(() => createUpstreamEngine({})).toThrow("needs --upstream URL");
-    expect(() => createUpstreamEngine({ routes: "haiku=#small,*=http://h:8000#big" })).toThrow('route "haiku" names no URL');
-    expect(() => createUpstreamEngine({ routes: "haiku=http://h:8001" })).toThrow('route "*" names no URL');
-    expect(createUpstreamEngine({ routes: "haiku=http://h:8001,*=http://h:8000#big" })).toBeInstanceOf(RoutingEngine);
+    expect(() => createUpstreamEngine({ ...TUNING, upstream: "http://h:8000", routes: "haiku" })).toThrow("PATTERN=URL#MODEL");
+    expect(() => createUpstreamEngine({ ...TUNING, upstream: "localhost:8000" })).toThrow("must be http or https");
+    expect(() => createUpstreamEngine({ ...TUNING })).toThrow("needs --upstream URL");
+    expect(() => createUpstreamEngine({ ...TUNING, routes: "haiku=#small,*=http://h:8000#big" })).toThrow('route "haiku" names no URL');
+    expect(() => createUpstreamEngine({ ...TUNING, routes: "haiku=http://h:8001" })).toThrow('route "*" names no URL');
+    expect(createUpstreamEngine({ ...TUNING, routes: "haiku=http://h:8001,*=http://h:8000#big" })).toBeInstanceOf(RoutingEngine);
   });
 });

@@ -2,11 +2,12 @@ import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { SseDecoder, type SseItem } from "../../../src/upstream/sse";
 import { crlf, fixture, split } from "./fake-upstream";
+import { upstreamDefaults } from "../../../src/config";
 
 const enc = new TextEncoder();
 
 function decodeAll(pieces: Uint8Array[]): SseItem[] {
-  const d = new SseDecoder();
+  const d = new SseDecoder({ maxLineLength: upstreamDefaults.maxLineLength });
   const out: SseItem[] = [];
   for (const p of pieces) out.push(...d.push(p));
   out.push(...d.end());

@@ -5,6 +5,8 @@ import { UpstreamServerError } from "../../../src/upstream/errors";
 import { OpenAIUpstreamEngine } from "../../../src/upstream/openai-engine";
 import { ChunkAssembler, parseArguments } from "../../../src/upstream/stream";
 import { collect, crlf, fakeUpstream, fixture, json, split, streamResponse } from "./fake-upstream";
+import { serveDefaults } from "../../../src/config";
+import { upstreamTuning } from "../../../src/upstream/index";
 
 const req = (over: Partial<GenerateRequest> = {}): GenerateRequest => ({
   requestId: "req_1",
@@ -18,7 +20,7 @@ async function replay(bytes: Uint8Array, sizes: number[], over: Partial<Generate
   const up = fakeUpstream((r, signal) =>
     r.path === "/v1/models" ? json({ object: "list", data: [{ id: "m", object: "model" }] }) : streamResponse(split(bytes, sizes), signal),
   );
-  const engine = new OpenAIUpstreamEngine({ baseUrl: "http://up:8000/v1", model: "m", fetch: up.fetch, reprobeIntervalMs: 0 });
+  const engine = new OpenAIUpstreamEngine({ ...upstreamTuning(serveDefaults()), baseUrl: "http://up:8000/v1", model: "m", fetch: up.fetch, reprobeIntervalMs: 0 });
   return collect(engine.generate(req(over)));
 }
 
