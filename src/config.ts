@@ -305,6 +305,14 @@ export const upstreamDefaults = frozen({
   maxLineLength: 8 * 1024 * 1024,
 });
 
+/** Fetching the llama.cpp libraries from the npm registry (src/bridge/llama-fetch.ts). */
+export const llamaFetchDefaults = frozen({
+  /** Give up when no bytes arrive for this long. */
+  stallMs: 30_000,
+  /** Refuse a tarball larger than this (the pinned ones are 10-30 MiB). */
+  maxBytes: 256 * 1024 * 1024,
+});
+
 /** True for addresses only this machine can reach: 127.0.0.0/8, ::1 and localhost. */
 export function isLoopbackHost(host: string): boolean {
   let h = host.trim().toLowerCase();

@@ -21,6 +21,7 @@ function help(): string {
 Usage:
   pensieve serve [options]     start the server (Claude Code: ANTHROPIC_BASE_URL=http://127.0.0.1:7777)
   pensieve setup [--python P]  create the bridge's Python environment (~/.pensieve/venv) with mlx-lm
+                               and the pinned llama.cpp libraries (~/.pensieve/llama, from npm)
                                (and, on Linux as root, apt-get install libopenblas0-pthread)
   pensieve import FILE.gguf|ollama:NAME[:TAG] [--quantize 4|8] [--dtype float32|float16|bfloat16]
                   [--engine mlx|llama] [--home H] [--python P]

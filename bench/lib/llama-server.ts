@@ -54,6 +54,26 @@ function tagOf(dir: string): string {
   }
 }
 
+/**
+ * A native Release build. Without AMX: where the CPU lists AMX but the VM does not grant its
+ * tile state (Firecracker here), ggml's AMX matmul segfaults on the first prompt.
+ */
+function cmakeFlags(): string[] {
+  const flags = ["-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_BUILD_SERVER=ON", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"];
+  let cpuinfo = "";
+  try {
+    cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    // not Linux: no AMX question
+  }
+  if (/\bamx_tile\b/.test(cpuinfo)) {
+    // -U wins over -march=native's expansion whatever the order; the AMX code is #if'd on these.
+    const noAmx = "-U__AMX_TILE__ -U__AMX_INT8__ -U__AMX_BF16__";
+    flags.push(`-DCMAKE_C_FLAGS=${noAmx}`, `-DCMAKE_CXX_FLAGS=${noAmx}`);
+  }
+  return flags;
+}
+
 /** A live build by another bench run: its pid file names a running process. */
 function buildInProgress(dir: string): number | null {
   try {
@@ -79,7 +99,11 @@ export async function ensureLlamaServer(opts: { path?: string; build?: boolean }
   }
   const dir = llamaServerCacheDir(version);
   const bin = join(dir, "build", "bin", "llama-server");
-  if (existsSync(bin)) return { path: bin, version, built: "cached", llamaCppTag: tagOf(dir) };
+  const stamp = join(dir, "build-flags");
+  if (existsSync(bin) && existsSync(stamp) && readFileSync(stamp, "utf8") === cmakeFlags().join(" ")) {
+    return { path: bin, version, built: "cached", llamaCppTag: tagOf(dir) };
+  }
+  rmSync(join(dir, "build"), { recursive: true, force: true }); // built with other flags: rebuild
   const busy = buildInProgress(dir);
   if (busy) return { skipped: `skipped: llama-server is being built by pid ${busy} in ${dir} (rerun when it is done)` };
   if (opts.build === false) return { skipped: `skipped: no llama-server in ${dir} and --no-llama-server-build given` };
@@ -103,13 +127,10 @@ export async function ensureLlamaServer(opts: { path?: string; build?: boolean }
       await sh(["git", "clone", "--quiet", join(dir, "package", "llama", "gitRelease.bundle"), "src"], dir, logFile);
     }
     const nice = Bun.which("nice") ? ["nice", "-n", "19"] : [];
-    await sh(
-      [...nice, "cmake", "-S", "src", "-B", "build", "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_BUILD_SERVER=ON", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"],
-      dir,
-      logFile,
-    );
+    await sh([...nice, "cmake", "-S", "src", "-B", "build", ...cmakeFlags()], dir, logFile);
     await sh([...nice, "cmake", "--build", "build", "--target", "llama-server", "-j", String(Math.max(1, cpus().length))], dir, logFile);
     if (!existsSync(bin)) throw new Error(`the build finished but ${bin} is missing`);
+    writeFileSync(stamp, cmakeFlags().join(" "));
     log(`llama-server: built in ${((performance.now() - t0) / 60_000).toFixed(1)} min`);
     return { path: bin, version, built: "now", llamaCppTag: tagOf(dir) };
   } catch (e) {

@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 
+import { llamaFetchDefaults } from "../config";
 import { hasLibllama, LLAMA_LIB_DIR_ENV, LLAMA_PINS, llamaHomeRoot, llamaLibDir, llamaPlatform } from "./llama-lib";
 import type { LlamaPins } from "./llama-pins";
 import { readTar } from "./ustar";
@@ -30,9 +31,9 @@ export interface FetchLlamaOptions {
   registry?: string;
   /** Progress and status lines (no trailing newline). */
   log?: (line: string) => void;
-  /** Give up when no bytes arrive for this long (default 30 s). */
+  /** Give up when no bytes arrive for this long (default: config.ts llamaFetchDefaults). */
   stallMs?: number;
-  /** Refuse a tarball larger than this (default 256 MiB). */
+  /** Refuse a tarball larger than this (default: config.ts llamaFetchDefaults). */
   maxBytes?: number;
 }
 
@@ -57,8 +58,8 @@ function byteProgress(label: string, total: number | undefined, log: (line: stri
 }
 
 async function download(url: string, label: string, o: FetchLlamaOptions): Promise<Uint8Array<ArrayBuffer>> {
-  const stallMs = o.stallMs ?? 30_000;
-  const maxBytes = o.maxBytes ?? 256 * MiB;
+  const stallMs = o.stallMs ?? llamaFetchDefaults.stallMs;
+  const maxBytes = o.maxBytes ?? llamaFetchDefaults.maxBytes;
   const ctrl = new AbortController();
   let timer = setTimeout(() => ctrl.abort(), stallMs);
   const alive = () => {

@@ -6,6 +6,7 @@
  *  - Qwen2.5-Coder-0.5B-Instruct: an auto-mode tool call (JSON and streamed), a plain answer,
  *    the loop guard stopping a repetition far below max_tokens, and forced tool_choice 10 times
  *    in 10 at temperature 1.
+ *  - Qwen2.5-Coder-1.5B-Instruct: the auto-mode call and forced `any` 10 times in 10 too.
  *  - Both Qwen models: the turn after a bare tool_result is a text answer from the result.
  *  - Gemma 3 270M (a base model with Pensieve's fallback Gemma chat template): Claude Code's
  *    first turn and a second turn with tool history and a mid-conversation system message are
@@ -67,15 +68,7 @@ const textOf = (m: Anthropic.Message) =>
 describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-0.5B-Instruct on llama.cpp", () => {
   const ctx = serveReal("0.5b");
 
-  test("auto mode at temperature 0: get_weather with input exactly {city: Paris}, stop_reason tool_use", async () => {
-    const msg = await create(ctx.client, { model: MODEL, max_tokens: 128, temperature: 0, tools: [WEATHER], messages: [ASK_WEATHER] });
-    expect(msg.stop_reason).toBe("tool_use");
-    const calls = toolUses(msg);
-    expect(calls.length).toBe(1);
-    expect(calls[0]!.name).toBe("get_weather");
-    expect(calls[0]!.input).toEqual({ city: "Paris" });
-    expect(calls[0]!.id).toMatch(/^toolu_/);
-  }, 120_000);
+  autoCall(ctx);
 
   test("the same call streamed: content_block_start(tool_use, {}) → input_json_delta → content_block_stop → message_delta(tool_use) → message_stop", async () => {
     const stream = await createStream(ctx.client, {
@@ -136,7 +129,21 @@ describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-0.5B-Instruct on llama.cpp", () => 
     expect(msg.usage.output_tokens).toBeLessThanOrEqual(400);
   }, 180_000);
   afterToolResult(ctx);
+  forcedCalls(ctx, [{ type: "tool", name: "get_weather" }, { type: "any" }]);
 });
+
+/** Auto mode at temperature 0 on the weather question: the call, exactly. */
+function autoCall(ctx: { client: Anthropic }) {
+  test("auto mode at temperature 0: get_weather with input exactly {city: Paris}, stop_reason tool_use", async () => {
+    const msg = await create(ctx.client, { model: MODEL, max_tokens: 128, temperature: 0, tools: [WEATHER], messages: [ASK_WEATHER] });
+    expect(msg.stop_reason).toBe("tool_use");
+    const calls = toolUses(msg);
+    expect(calls.length).toBe(1);
+    expect(calls[0]!.name).toBe("get_weather");
+    expect(calls[0]!.input).toEqual({ city: "Paris" });
+    expect(calls[0]!.id).toMatch(/^toolu_/);
+  }, 120_000);
+}
 
 // The turn after a tool_result, the result alone as the user's turn. Qwen2.5-Coder 0.5B and 1.5B
 // both call get_weather again here at temperature 0 (llama-server on the same GGUF does too);
@@ -162,7 +169,9 @@ function afterToolResult(ctx: { client: Anthropic }) {
 
 describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-1.5B-Instruct on llama.cpp", () => {
   const ctx = serveReal("1.5b");
+  autoCall(ctx);
   afterToolResult(ctx);
+  forcedCalls(ctx, [{ type: "any" }]);
 });
 
 describe.skipIf(!REAL_MODELS)("Gemma 3 270M (base model, fallback chat template) on llama.cpp: Claude Code's requests", () => {
@@ -248,10 +257,9 @@ describe.skipIf(!REAL_MODELS)("Gemma 3 270M (base model, fallback chat template)
 // Forced tool_choice is decoded under a grammar (constrain.py), so the call is valid whatever the
 // sampler draws; the prompt does not ask for the weather, so without the grammar the 0.5B often
 // writes no valid call at all (19 of 20 tries invalid before the llama engine applied it).
-describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-0.5B-Instruct on llama.cpp: forced tool_choice", () => {
-  const ctx = serveReal("0.5b", "llama");
-
-  for (const choice of [{ type: "tool", name: "get_weather" }, { type: "any" }] as const) {
+/** Forced tool_choice at temperature 1: a valid get_weather call 10 times in 10, for each choice. */
+function forcedCalls(ctx: { client: Anthropic }, choices: Anthropic.ToolChoice[]) {
+  for (const choice of choices) {
     test(`forced tool_choice ${JSON.stringify(choice)} at temperature 1: a valid get_weather tool_use 10 times in 10`, async () => {
       const bad: string[] = [];
       for (let i = 0; i < 10; i++) {
@@ -275,4 +283,4 @@ describe.skipIf(!REAL_MODELS)("Qwen2.5-Coder-0.5B-Instruct on llama.cpp: forced 
       expect(bad).toEqual([]);
     }, 300_000);
   }
-});
+}
