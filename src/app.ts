@@ -32,6 +32,8 @@ export interface AppTuning {
   repeatToolLimit: number;
   /** A first call repeating the one just answered is dropped and the turn generated again (answered-calls.ts). */
   answerRepeatedCalls: boolean;
+  /** The temperature of requests that set none (--temperature); undefined: the model's default. */
+  temperature?: number | undefined;
   /** retry-after of memory and shutdown 503s. */
   memoryRetryAfterSeconds: number;
   /** retry-after of the 503 for a generation cancelled before its first byte. */
@@ -41,8 +43,9 @@ export interface AppTuning {
 }
 
 /** The app tuning of a serve configuration (tests pass serveDefaults()). */
-export function appTuning(cfg: Pick<ServeConfig, "repeatToolLimit" | "answerRepeatedCalls">): AppTuning {
-  return { ...httpDefaults, stream: { ...streamDefaults }, repeatToolLimit: cfg.repeatToolLimit, answerRepeatedCalls: cfg.answerRepeatedCalls };
+export function appTuning(cfg: Pick<ServeConfig, "repeatToolLimit" | "answerRepeatedCalls" | "temperature">): AppTuning {
+  const { repeatToolLimit, answerRepeatedCalls, temperature } = cfg;
+  return { ...httpDefaults, stream: { ...streamDefaults }, repeatToolLimit, answerRepeatedCalls, temperature };
 }
 
 /** Server settings createApp needs (cli/serve.ts maps the CLI's ServeConfig onto them). */
@@ -151,6 +154,7 @@ function appAnthropic(deps: AppDeps, scope: RequestScope, clock: () => number) {
     stream: config.stream,
     repeatToolLimit: config.repeatToolLimit,
     answerRepeatedCalls: config.answerRepeatedCalls,
+    ...(config.temperature !== undefined ? { temperature: config.temperature } : {}),
     cancelledRetryAfterSeconds: config.cancelledRetryAfterSeconds,
     ...(deps.logger ? { logger: deps.logger } : {}),
   });

@@ -39,6 +39,7 @@ export interface ServeConfig extends WorkerLoadOptions {
   logDir: string;
   repeatToolLimit: number;
   answerRepeatedCalls: boolean;
+  temperature: number | undefined;
   queueLimit: number;
   queueTimeoutMs: number;
   requestTimeoutMs: number;
@@ -112,6 +113,7 @@ export const SERVE_OPTIONS: OptionSpec[] = [
   { key: "killTimeoutMs", flag: "--kill-timeout-ms", env: "PENSIEVE_KILL_TIMEOUT_MS", kind: "int", def: 3000, help: "wait after SIGTERM before SIGKILL of the worker" },
   { key: "repeatToolLimit", flag: "--repeat-tool-limit", env: "PENSIEVE_REPEAT_TOOL_LIMIT", kind: "int", def: 3, help: "the same tool call this many turns in a row gets a short text answer instead (0 disables)" },
   { key: "answerRepeatedCalls", flag: "--answer-repeated-calls", env: "PENSIEVE_ANSWER_REPEATED_CALLS", kind: "bool", def: true, help: "a model that repeats the call it has the result of answers again from that result, its tool history as text" },
+  { key: "temperature", flag: "--temperature", env: "PENSIEVE_TEMPERATURE", kind: "number", def: undefined, help: "sampling temperature of requests that set none (Claude Code never does); unset: the model's generation_config.json, else 1" },
   { key: "backend", flag: "--backend", env: "PENSIEVE_BACKEND", kind: "string", def: "mlx", help: "mlx (local worker) or openai (an OpenAI-compatible upstream)" },
   { key: "upstream", flag: "--upstream", env: "PENSIEVE_UPSTREAM", kind: "string", def: undefined, help: "upstream base URL for --backend openai" },
   { key: "upstreamContext", flag: "--upstream-context", env: "PENSIEVE_UPSTREAM_CONTEXT", kind: "int", def: 32768, help: "context length assumed when the upstream does not report one" },

@@ -16,6 +16,8 @@ export type { StreamTiming } from "./messages";
 /** What the Anthropic routes are built from. */
 export interface AnthropicRoutesDeps extends MessagesDeps {
   aliases: readonly AliasRule[];
+  /** The temperature of requests that set none (--temperature). */
+  temperature?: number;
   /** The app's request scope (request id, in-flight entry); default a scope of its own. */
   scope?: RequestScope;
 }
@@ -34,7 +36,7 @@ const ERROR_DOCS = {
 const servedId = (engine: InferenceEngine) => engine.model()?.id ?? "pensieve";
 
 // How the engine's model shapes translation: the alias target, context and vision.
-function translateOptions(engine: InferenceEngine, aliases: readonly AliasRule[], requested: string): TranslateOptions {
+function translateOptions(engine: InferenceEngine, aliases: readonly AliasRule[], requested: string, temperature?: number): TranslateOptions {
   const info = engine.model();
   const opts: TranslateOptions = {
     model: resolveModel(requested, aliases, servedId(engine)),
@@ -42,6 +44,7 @@ function translateOptions(engine: InferenceEngine, aliases: readonly AliasRule[]
     supportsVision: info?.supportsVision ?? false,
   };
   if (info?.contextLength) opts.contextLength = info.contextLength;
+  if (temperature !== undefined) opts.temperature = temperature;
   return opts;
 }
 
@@ -53,7 +56,7 @@ export function messagesRoute(deps: AnthropicRoutesDeps, scope: RequestScope) {
     .post(
       "/v1/messages",
       async function* ({ body, request, set, requestId, work }) {
-        const req = toGenerateRequest(body, { ...translateOptions(deps.engine, deps.aliases, body.model), requestId });
+        const req = toGenerateRequest(body, { ...translateOptions(deps.engine, deps.aliases, body.model, deps.temperature), requestId });
         const call = { body, req, request, shutdown: work?.controller.signal };
         if (!body.stream) return await jsonMessage(deps, call);
         // Anthropic's content type; Elysia would otherwise send plain text/event-stream.

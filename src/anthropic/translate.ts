@@ -23,6 +23,8 @@ export interface TranslateOptions {
   supportsVision: boolean;
   /** When known, max_tokens is clamped to it (the engine clamps further to what is left). */
   contextLength?: number;
+  /** The temperature of requests that set none (--temperature); unset: the engine's default. */
+  temperature?: number;
 }
 
 type Block = ContentBlockParamT;
@@ -333,7 +335,8 @@ export function toGenerateRequest(req: MessagesRequestT, opts: TranslateOptions 
   const out: GenerateRequest = { ...input, requestId: opts.requestId, maxTokens };
   if (cachePrefix) out.cachePrefix = cachePrefix;
   // Unset sampling values are left to the engine: the model's own generation_config.json.
-  if (req.temperature !== undefined) out.temperature = req.temperature;
+  const temperature = req.temperature ?? opts.temperature;
+  if (temperature !== undefined) out.temperature = temperature;
   if (req.top_p !== undefined) out.topP = req.top_p;
   if (req.top_k !== undefined && req.top_k > 0) out.topK = req.top_k;
   const stops = req.stop_sequences?.filter((s) => s.length > 0);

@@ -48,7 +48,9 @@ describe.skipIf(!REAL_MODELS)(`Claude Code on ${MODEL_KEY} (llama.cpp)`, () => {
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), "claude-local-task-"));
     pensieve = await startServer({
-      args: ["--model", await realModel(MODEL_KEY), "--engine", "llama", "--token", PENSIEVE_TOKEN],
+      // Claude Code sends no temperature and this GGUF names none, so it would sample at 1 and
+      // now and then answer in prose instead of calling Write: greedy, as a user of a small model would set.
+      args: ["--model", await realModel(MODEL_KEY), "--engine", "llama", "--token", PENSIEVE_TOKEN, "--temperature", "0"],
       timeoutMs: START_TIMEOUT_MS,
     });
     recorder = startRecorder(pensieve.url);
