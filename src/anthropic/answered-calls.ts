@@ -1,25 +1,40 @@
 /**
  * Small local models often answer a tool result by making the very call it answers again
  * (Qwen2.5-Coder 0.5B and 1.5B do so at temperature 0, and under llama-server too). When a
- * generation's first visible output repeats a call whose result ends the conversation, that
- * call is dropped and the turn is generated once more from the same conversation with its
- * tool history written as plain text and no tools offered, so the model answers from the result.
+ * generation's first visible output repeats a call whose result ends the conversation (the same
+ * tool, the same values for the inputs the tool declares), that call is dropped and the turn is
+ * generated once more from the same conversation with its tool history written as plain text
+ * and no tools offered, so the model answers from the result.
  */
-import type { ChatMessage, ChatToolCall, EngineEvent, GenerateRequest } from "../engine/types";
+import type { ChatMessage, ChatToolCall, EngineEvent, GenerateRequest, ToolSpec } from "../engine/types";
 import type { Logger } from "../log";
 import { callSignature } from "./call-signature";
 
 type Run = (req: GenerateRequest, signal: AbortSignal) => AsyncIterable<EngineEvent>;
 
+// The inputs a tool declares: small models add keys of their own to a repeat ({city, weather: "sunny"}).
+function declaredInputs(tools: readonly ToolSpec[] | undefined): (name: string, args: Record<string, unknown>) => unknown {
+  const declared = new Map<string, Set<string>>();
+  for (const t of tools ?? []) {
+    const { properties, additionalProperties } = t.function.parameters as { properties?: unknown; additionalProperties?: unknown };
+    if (properties && typeof properties === "object" && additionalProperties !== true) declared.set(t.function.name, new Set(Object.keys(properties)));
+  }
+  return (name, args) => {
+    const keys = declared.get(name);
+    return keys ? Object.fromEntries(Object.entries(args).filter(([k]) => keys.has(k))) : args;
+  };
+}
+
 /** Signatures of the calls the conversation's last assistant turn made and that were answered. */
-export function answeredCalls(messages: readonly ChatMessage[]): Set<string> {
+export function answeredCalls(messages: readonly ChatMessage[], tools?: readonly ToolSpec[]): Set<string> {
+  const inputs = declaredInputs(tools);
   let results = 0;
   for (let i = messages.length - 1; i >= 0; i--) {
     const m = messages[i] as ChatMessage;
     if (m.role === "tool") results++;
     else if (m.role === "assistant") {
       if (!results || !m.tool_calls?.length) break;
-      return new Set(m.tool_calls.map((c) => callSignature(c.function.name, c.function.arguments)));
+      return new Set(m.tool_calls.map((c) => callSignature(c.function.name, inputs(c.function.name, c.function.arguments))));
     } else if (m.role !== "user") break;
   }
   return new Set();
@@ -64,7 +79,8 @@ const forced = (req: GenerateRequest) => req.toolChoice !== undefined && req.too
  * once; leading whitespace is held only until something visible decides.
  */
 export async function* answerRepeatedCalls(req: GenerateRequest, signal: AbortSignal, run: Run, logger?: Logger): AsyncGenerator<EngineEvent> {
-  const answered = forced(req) ? new Set<string>() : answeredCalls(req.messages);
+  const answered = forced(req) ? new Set<string>() : answeredCalls(req.messages, req.tools);
+  const inputs = declaredInputs(req.tools);
   if (answered.size === 0) {
     yield* run(req, signal);
     return;
@@ -86,7 +102,7 @@ export async function* answerRepeatedCalls(req: GenerateRequest, signal: AbortSi
       else if (ev.type === "text" && !ev.text.trim()) {
         held.push(ev);
         continue;
-      } else if (ev.type === "tool_call" && answered.has(callSignature(ev.name, ev.arguments))) {
+      } else if (ev.type === "tool_call" && answered.has(callSignature(ev.name, inputs(ev.name, ev.arguments)))) {
         repeated = ev.name;
         break; // ends the first generation (its finally cancels it)
       } else {

@@ -140,3 +140,25 @@ describe("answerRepeatedCalls", () => {
     expect(f.seen.length).toBe(1);
   });
 });
+
+describe("a repeat with keys the tool does not declare", () => {
+  const tools = [{ type: "function" as const, function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }];
+
+  test("is still the answered call; a declared input that differs is a new call", async () => {
+    for (const [args, repeat] of [
+      [{ city: "Paris", weather: "sunny", temperature: 18 }, true],
+      [{ city: "Rome", weather: "sunny" }, false],
+    ] as const) {
+      const f = scripted([started(9), { type: "tool_call", name: "get_weather", arguments: args }, done(5, "tool_calls")], [started(7), { type: "text", text: "Sunny." }, done(2)]);
+      await collect(answerRepeatedCalls(request({ tools }), new AbortController().signal, f.run));
+      expect(f.seen.length).toBe(repeat ? 2 : 1);
+    }
+  });
+
+  test("a schema that allows other keys compares them too", () => {
+    const open = [{ type: "function" as const, function: { name: "get_weather", parameters: { type: "object", properties: { city: {} }, additionalProperties: true } } }];
+    const withExtra: ChatMessage[] = [HISTORY[1]!, { role: "assistant", content: "", tool_calls: [{ ...CALL, function: { name: "get_weather", arguments: { city: "Paris", x: 1 } } }] }, HISTORY[3]!];
+    expect([...answeredCalls(withExtra, tools)]).toEqual(['get_weather({"city":"Paris"})']);
+    expect([...answeredCalls(withExtra, open)]).toEqual(['get_weather({"city":"Paris","x":1})']);
+  });
+});
