@@ -5,6 +5,9 @@
  * decode = first text to the end of the stream; tokens/s = (output tokens - 1) / decode.
  */
 import { join } from "node:path";
+import { loadFields } from "../../src/bridge/worker-info";
+import { engineTuning } from "../../src/bridge/mlx-engine-options";
+import { serveDefaults } from "../../src/config";
 import type { ChatMessage, ToolSpec } from "../../src/engine/types";
 import { chunks, drain, stopProc, track } from "./util";
 
@@ -219,9 +222,13 @@ export class WorkerDirect {
   }
 
   async start(): Promise<void> {
-    this.proc = track(Bun.spawn([this.python, this.script, "--model", this.modelDir], { stdin: "pipe", stdout: "pipe", stderr: "pipe" }));
+    this.proc = track(Bun.spawn([this.python, this.script], { stdin: "pipe", stdout: "pipe", stderr: "pipe" }));
     this.stderr = drain(this.proc.stderr);
     this.lines = lineReader(this.proc.stdout);
+    // The server's own load: every tuning value from src/config.ts, as MlxEngine sends it.
+    const fields = loadFields({ python: this.python, script: this.script, model: this.modelDir, ...engineTuning(serveDefaults()) });
+    this.proc.stdin.write(`${JSON.stringify({ v: 1, id: "load", cmd: "load", ...fields })}\n`);
+    await this.proc.stdin.flush();
     for (;;) {
       const m = await this.next();
       if (m.type === "loaded") return;

@@ -28,9 +28,9 @@ class Host(Protocol):
 
 
 def created_tokens(stored: int, breakpoint: int, cached: int) -> int:
-    """Prompt tokens newly written to the prefix cache (Anthropic's cache_creation).
+    """Prompt tokens newly written to the prefix cache.
 
-    As Anthropic counts: only tokens up to the request's last cache breakpoint (0: none, so
+    Only tokens up to the request's last cache breakpoint count (0: none, so
     no writes). stored: tokens the kept entry holds (0: none kept); a cancelled prefill holds fewer."""
     return max(0, min(stored, breakpoint) - cached)
 

@@ -95,7 +95,7 @@ def parse_cache_prefix(msg: dict, n_messages: int) -> Optional[tuple[int, Option
 
 def parse_params(msg: dict, defaults: Optional[dict] = None) -> GenerateParams:
     """The generate command's fields; unset sampling values come from `defaults`
-    (the model's generation_config.json, sampling.py), then Anthropic's."""
+    (the model's generation_config.json, sampling.py), then sampling.FALLBACK."""
     d = {**FALLBACK, **(defaults or {})}
     messages, tools, thinking = parse_prompt(msg)
     max_tokens = msg.get("max_tokens", 256)

@@ -1,7 +1,7 @@
 """Sampling defaults from the model's own generation_config.json.
 
-Claude Code never sends a temperature; a local model then samples as its authors
-recommend rather than at Anthropic's 1.0."""
+Clients often send no temperature; a local model then samples as its authors
+recommend rather than at the protocol's fallback of 1.0."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Iterable, Optional
 # generation_config.json keys -> GenerateParams fields.
 _KEYS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
          "repetition_penalty": "repetition_penalty", "max_new_tokens": "max_new_tokens"}
-# Anthropic's defaults where the model says nothing.
+# The fallbacks where neither the request nor the model says anything.
 FALLBACK = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_penalty": None}
 
 

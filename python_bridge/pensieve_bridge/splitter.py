@@ -7,8 +7,7 @@ When tools are offered, a line that may open a call in a generic form (a bare
 `{"name": ...}` object, a list of them, or a ```json fence holding one; what
 small models write whatever their template asks) is held back too, until it is
 a complete JSON value (a call if it validates, else text) or clearly not a call.
-Text after a call is dropped: the turn ends at its calls, as Anthropic's own
-turns do, and what a small model writes after a call is mostly an invented
+Text after a call is dropped: the turn ends at its calls, and what a small model writes after a call is mostly an invented
 result. Further calls right after it still count; prose after a call ends the
 generation (`ended`).
 """

@@ -14,7 +14,7 @@ class StopMatcher:
     """
 
     def __init__(self, stops: Optional[Iterable[str]] = None):
-        # Empty strings would match everywhere; Anthropic ignores them too.
+        # Empty strings would match everywhere: they are ignored.
         self.stops = sorted({s for s in (stops or []) if s}, key=len)
         self._held = ""
         self.matched: Optional[str] = None

@@ -2,7 +2,7 @@
  * The Ctrl-C/SIGTERM shutdown: stop accepting, let running generations finish within the drain
  * window, end what is left with a retryable error, stop, exit 0. It reuses the in-flight
  * registry the emergency shutdown drains (waitForDrain/abortAll) and the guard's abort path,
- * which ends a stream with `event: error` overloaded_error, or answers 503 before the first byte.
+ * which ends a stream with a retryable error event, or answers 503 before the first byte.
  */
 import type { Logger } from "../log";
 import { shuttingDownMessage, type GuardState } from "./guard-state";

@@ -17,8 +17,8 @@ export type UpstreamFailure = "unreachable" | "timeout" | "auth" | "bad_gateway"
 
 /**
  * The upstream server is down, unreachable, stalled or misconfigured (e.g. a rejected API key).
- * The HTTP layer should answer 503 with this message (an `api_error`, not `overloaded_error`:
- * retrying soon will not help until an operator acts).
+ * The HTTP layer should answer 503 with this message as a server error, not an overload:
+ * retrying soon will not help until an operator acts.
  */
 export class UpstreamUnavailableError extends EngineUnavailableError {
   constructor(

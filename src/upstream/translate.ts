@@ -60,7 +60,7 @@ export function buildChatRequest(
     if (req.parallelToolCalls !== undefined) body.parallel_tool_calls = req.parallelToolCalls;
   }
   if (req.stop?.length) body.stop = req.stop;
-  // Anthropic samples at 1.0 unless told otherwise; upstream servers' own defaults differ
+  // Unset means 1.0 for Pensieve's clients; upstream servers' own defaults differ
   // (mlx_lm.server: 0), and Pensieve cannot read the upstream model's generation_config.
   body.temperature = req.temperature ?? 1;
   if (req.topP !== undefined) body.top_p = req.topP;
