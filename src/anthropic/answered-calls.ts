@@ -78,13 +78,14 @@ const forced = (req: GenerateRequest) => req.toolChoice !== undefined && req.too
  * answer of a second generation (see the file's comment). Started and progress events pass at
  * once; leading whitespace is held only until something visible decides.
  */
-export async function* answerRepeatedCalls(req: GenerateRequest, signal: AbortSignal, run: Run, logger?: Logger): AsyncGenerator<EngineEvent> {
+export function answerRepeatedCalls(req: GenerateRequest, signal: AbortSignal, run: Run, logger?: Logger): AsyncIterable<EngineEvent> {
   const answered = forced(req) ? new Set<string>() : answeredCalls(req.messages, req.tools);
+  // Nothing to watch for: the engine's own iterable, with no layer in between.
+  return answered.size === 0 ? run(req, signal) : watched(req, signal, run, answered, logger);
+}
+
+async function* watched(req: GenerateRequest, signal: AbortSignal, run: Run, answered: Set<string>, logger?: Logger): AsyncGenerator<EngineEvent> {
   const inputs = declaredInputs(req.tools);
-  if (answered.size === 0) {
-    yield* run(req, signal);
-    return;
-  }
   const ac = new AbortController();
   const abort = () => ac.abort();
   signal.addEventListener("abort", abort, { once: true });
