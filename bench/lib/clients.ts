@@ -213,6 +213,7 @@ export class WorkerDirect {
     private readonly python: string,
     private readonly script: string,
     private readonly modelDir: string,
+    private readonly env?: Record<string, string>,
   ) {}
 
   private async next(): Promise<Record<string, any>> {
@@ -222,7 +223,7 @@ export class WorkerDirect {
   }
 
   async start(): Promise<void> {
-    this.proc = track(Bun.spawn([this.python, this.script], { stdin: "pipe", stdout: "pipe", stderr: "pipe" }));
+    this.proc = track(Bun.spawn([this.python, this.script], { ...(this.env ? { env: { ...process.env, ...this.env } } : {}), stdin: "pipe", stdout: "pipe", stderr: "pipe" }));
     this.stderr = drain(this.proc.stderr);
     this.lines = lineReader(this.proc.stdout);
     // The server's own load: every tuning value from src/config.ts, as MlxEngine sends it.

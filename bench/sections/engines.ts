@@ -4,6 +4,7 @@
  * mlx_lm.server (OpenAI streaming API), on the same model, prompt, greedy settings and
  * max_tokens. The three run side by side, in rotating order, one request at a time.
  */
+import { blasEnv } from "../../src/models/blas";
 import { toPromptInput } from "../../src/anthropic/translate";
 import { join } from "node:path";
 import { anthropicStream, decodeTps, EngineBaseline, openaiStream, WorkerDirect, type RunTiming } from "../lib/clients";
@@ -67,13 +68,15 @@ async function runOne(who: Who, c: Contenders, body: Record<string, unknown>): P
 /** Start the three contenders on one model (one after the other, so loads do not fight). */
 export async function startContenders(python: string, dir: string, diagnostic = false, pensieveArgs: string[] = []): Promise<Contenders> {
   const started: Partial<Contenders> = {};
+  // Pensieve's server preloads OpenBLAS into its worker: every other MLX contender gets it too.
+  const blas = blasEnv();
   try {
     started.pensieve = await startPensieve(dir, { extraArgs: pensieveArgs });
-    started.engine = new EngineBaseline(python, dir);
+    started.engine = new EngineBaseline(python, dir, blas);
     await started.engine.start();
-    started.peer = await startPeer(python, dir);
+    started.peer = await startPeer(python, dir, blas);
     if (diagnostic) {
-      started.worker = new WorkerDirect(python, WORKER_SCRIPT, dir);
+      started.worker = new WorkerDirect(python, WORKER_SCRIPT, dir, blas);
       await started.worker.start();
     }
     return started as Contenders;
