@@ -3,7 +3,8 @@
 // Flags for tests and stubs: --entry FILE, --outfile FILE (build), --outdir DIR (both).
 //
 // The bridge's Python sources are embedded: a plugin swaps src/assets/bridge-manifest.ts
-// for a generated module that imports each file `with { type: "file" }`.
+// for a generated module that imports each file `with { type: "file" }`; another embeds the
+// llama.cpp pins from package.json and bun.lock (src/bridge/llama-pins-embedded.ts).
 // Cross-compiling fetches the target's Bun runtime from the npm registry
 // (@oven/bun-<os>-<arch>, same version as this Bun) into Bun's install cache.
 import type { BunPlugin } from "bun";
@@ -11,6 +12,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { listBridgeFiles, renderBridgeManifest } from "../src/assets/bridge-tree";
+import { llamaPins } from "../src/bridge/llama-pins";
 
 const ROOT = resolve(import.meta.dir, "..");
 const BRIDGE_DIR = join(ROOT, "python_bridge");
@@ -38,6 +40,20 @@ function bridgePlugin(onEmbedded: () => void): BunPlugin {
   };
 }
 
+/** Embeds the llama.cpp pins (version and integrities from package.json and bun.lock). */
+function pinsPlugin(): BunPlugin {
+  const pins = llamaPins(ROOT);
+  return {
+    name: "pensieve-embedded-llama-pins",
+    setup(build) {
+      build.onLoad({ filter: /[\\/]src[\\/]bridge[\\/]llama-pins-embedded\.ts$/ }, () => ({
+        contents: `export const EMBEDDED_LLAMA_PINS = ${JSON.stringify(pins)};\n`,
+        loader: "ts",
+      }));
+    },
+  };
+}
+
 async function compile(entry: string, outfile: string, target: string | undefined, requireBridge: boolean): Promise<void> {
   let embedded = false;
   const started = performance.now();
@@ -54,7 +70,7 @@ async function compile(entry: string, outfile: string, target: string | undefine
     // The binary embeds its own source map (stack traces show src/ lines); the .map
     // file Bun also writes beside it is not needed.
     sourcemap: "linked",
-    plugins: [bridgePlugin(() => (embedded = true))],
+    plugins: [bridgePlugin(() => (embedded = true)), pinsPlugin()],
     throw: false,
   });
   if (!result.success) {

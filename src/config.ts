@@ -123,7 +123,22 @@ export const SERVE_OPTIONS: OptionSpec[] = [
 ];
 
 /** A bad command line: the message is shown to the user with exit code 2. */
-export class UsageError extends Error {}
+/** An error the command line reports as one line and exits with `exitCode`. */
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
+/** A bad command, option or value: exit 2. */
+export class UsageError extends CliError {
+  constructor(message: string) {
+    super(message, 2);
+  }
+}
 
 function convert(spec: OptionSpec, raw: string): ServeConfig[keyof ServeConfig] {
   switch (spec.kind) {

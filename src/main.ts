@@ -3,15 +3,11 @@
  * The `pensieve` command: serve, setup, --help, --version. The only place that
  * reads configuration, listens and installs signal handlers.
  */
-import { dirname, join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
-import { materializeBridge } from "./assets/bridge-files";
-import { parseServeArgs, serveHelp, UsageError } from "./config";
+import { CliError, parseServeArgs, serveHelp, UsageError } from "./config";
 import { runImport } from "./cli/import";
-import { ensureOpenblas } from "./models/blas";
-import { ModelPrepareError } from "./models/prepare";
 import { runServe } from "./cli/serve";
-import { runSetup, setupLlamaLibs } from "./cli/setup";
+import { runSetupCommand } from "./cli/setup";
 
 const VERSION: string = pkg.version;
 
@@ -56,13 +52,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(help());
       return 0;
     }
-    // Here --python names the interpreter that creates the venv.
-    const cfg = parseServeArgs(rest);
-    const python = cfg.python;
-    const script = await materializeBridge(join(cfg.home, "bridge"));
-    await ensureOpenblas((line) => process.stderr.write(`[setup] ${line}\n`));
-    await runSetup({ home: cfg.home, requirementsPath: join(dirname(script), "requirements.txt"), ...(python ? { python } : {}) });
-    await setupLlamaLibs({ home: cfg.home });
+    await runSetupCommand(parseServeArgs(rest));
     return 0;
   }
   if (cmd === "import") {
@@ -81,9 +71,9 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (err: unknown) => {
-    if (err instanceof UsageError || (err instanceof ModelPrepareError && err.code === 2)) {
+    if (err instanceof CliError) {
       process.stderr.write(`pensieve: ${err.message}\n`);
-      process.exit(2);
+      process.exit(err.exitCode);
     }
     process.stderr.write(`pensieve: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);

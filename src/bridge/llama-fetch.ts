@@ -8,7 +8,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writ
 import { dirname, join } from "node:path";
 
 import { llamaFetchDefaults } from "../config";
-import { hasLibllama, LLAMA_LIB_DIR_ENV, LLAMA_PINS, llamaHomeRoot, llamaLibDir, llamaPlatform } from "./llama-lib";
+import { hasLibllama, LLAMA_LIB_DIR_ENV, llamaHomeRoot, llamaLibDir, llamaPlatform, pinnedLlama } from "./llama-lib";
 import type { LlamaPins } from "./llama-pins";
 import { readTar } from "./ustar";
 
@@ -197,7 +197,7 @@ export async function ensureLlamaLibs(o: EnsureLlamaOptions): Promise<LlamaLibs>
   // An explicit folder is the user's choice: never replaced by a download.
   if (env[LLAMA_LIB_DIR_ENV]) return fail(`${LLAMA_LIB_DIR_ENV}=${env[LLAMA_LIB_DIR_ENV]} holds no libllama`);
   const platform = llamaPlatform();
-  const pins = o.pins ?? LLAMA_PINS;
+  const pins = o.pins ?? pinnedLlama();
   const integrity = platform ? pins.integrity[platform] : undefined;
   if (!platform || !integrity) return fail(`none are pinned for ${process.platform}-${process.arch}`);
   try {

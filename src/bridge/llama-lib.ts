@@ -9,14 +9,18 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 
 import { sourceRoot } from "../assets/source-root";
-import { llamaPins } from "./llama-pins" with { type: "macro" };
-import type { LlamaPins } from "./llama-pins";
+import { type LlamaPins, llamaPins } from "./llama-pins";
+import { EMBEDDED_LLAMA_PINS } from "./llama-pins-embedded";
 
 /** The env var the worker reads the library folder from. */
 export const LLAMA_LIB_DIR_ENV = "PENSIEVE_LLAMA_LIB_DIR";
 
-/** The pinned package version and integrities, inlined at bundle time from package.json and bun.lock. */
-export const LLAMA_PINS: LlamaPins = llamaPins();
+let pins: LlamaPins | undefined;
+
+/** The pinned package version and integrities: embedded in a compiled binary, else read from package.json and bun.lock. */
+export function pinnedLlama(): LlamaPins {
+  return (pins ??= EMBEDDED_LLAMA_PINS ?? llamaPins());
+}
 
 /** The @node-llama-cpp package name (and bins/ folder) for a platform, or null when none is pinned. */
 export function llamaPlatform(platform: string = process.platform, arch: string = process.arch): string | null {
@@ -40,7 +44,7 @@ export function defaultHome(env: Record<string, string | undefined> = process.en
 }
 
 /** Where a fetched copy of the package lives: <home>/llama/<platform>-<version> (its bins/<platform> is the library folder). */
-export function llamaHomeRoot(home: string, platform: string, version: string = LLAMA_PINS.version): string {
+export function llamaHomeRoot(home: string, platform: string, version: string = pinnedLlama().version): string {
   return join(home, "llama", `${platform}-${version}`);
 }
 
@@ -62,7 +66,9 @@ export function llamaLibDir(
   if (explicit) return hasLibllama(explicit) ? explicit : null;
   const name = llamaPlatform();
   if (name === null) return null;
-  const dirs = roots.map((root) => join(root, "node_modules", "@node-llama-cpp", name, "bins", name));
-  dirs.push(join(llamaHomeRoot(home, name), "bins", name));
-  return dirs.find((dir) => existsSync(dir) && hasLibllama(dir)) ?? null;
+  const usable = (dir: string) => existsSync(dir) && hasLibllama(dir);
+  const installed = roots.map((root) => join(root, "node_modules", "@node-llama-cpp", name, "bins", name)).find(usable);
+  if (installed) return installed;
+  const fetched = join(llamaHomeRoot(home, name), "bins", name); // reads the pins only when needed
+  return usable(fetched) ? fetched : null;
 }

@@ -1,7 +1,7 @@
 /**
- * The pinned @node-llama-cpp/<platform> packages, as a Bun macro: imported
- * `with { type: "macro" }`, it runs when the code is bundled or transpiled, so only this
- * small object (not package.json or bun.lock) ends up in dist/pensieve.
+ * The pinned @node-llama-cpp/<platform> packages, read from package.json and bun.lock: from
+ * source when first needed, and by scripts/build.ts, which embeds only this small object
+ * (not package.json or bun.lock) in dist/pensieve (llama-pins-embedded.ts).
  */
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";

@@ -4,7 +4,7 @@ import { materializeBridge } from "../assets/bridge-files";
 import { defaultEngine, type ModelEngine, parseServeArgs, UsageError } from "../config";
 import { importGguf } from "../models/prepare";
 import { parseModelSpec } from "../models/spec";
-import { requirePython } from "./serve";
+import { requirePython } from "./local-engine";
 
 export interface ImportArgs {
   source: string;

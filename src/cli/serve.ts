@@ -1,7 +1,5 @@
-import { basename, dirname, join } from "node:path";
+import { basename } from "node:path";
 import { type App, appTuning, createApp } from "../app";
-import { materializeBridge } from "../assets/bridge-files";
-import { MlxEngine, engineTuning } from "../bridge/mlx-engine";
 import { checkBinding, DEFAULT_TOKEN, kvPressureDefaults, type ServeConfig, shutdownDefaults } from "../config";
 import type { InferenceEngine, ModelInfo } from "../engine/types";
 import { emergencyTimings, withTimeout } from "../lifecycle/emergency";
@@ -11,76 +9,14 @@ import { createMemoryRelief } from "../lifecycle/relief";
 import { createLogger, type Logger } from "../log";
 import { createMemoryMonitor, monitorTuning, type SampledMemoryMonitor } from "../memory/monitor";
 import { KvPressurePoller } from "../memory/kv-pressure";
-import { createUpstreamEngine, splitUpstream, upstreamMetrics, upstreamTuning } from "../upstream";
 import type { WorkerRuntime } from "../bridge/worker-info";
-import { ensureLlamaLibs } from "../bridge/llama-fetch";
-import { LLAMA_LIB_DIR_ENV } from "../bridge/llama-lib";
-import { blasEnv, openblasHint } from "../models/blas";
-import { chooseEngine } from "../models/engine";
-import { type PreparedModel, prepareModel } from "../models/prepare";
-import { parseModelSpec } from "../models/spec";
-import { resolvePython } from "./python";
+import type { PreparedModel } from "../models/prepare";
+import { createUpstreamEngine, splitUpstream, upstreamMetrics, upstreamTuning } from "../upstream";
+import { buildLocalEngine, explainLoadError } from "./local-engine";
 
 // Bun's own cap would answer a bare, header-less 413; the app enforces its limit itself, from
 // content-length before reading and while reading a chunked body, so Bun's cap is lifted.
 const BUN_MAX_BODY_BYTES = Number.MAX_SAFE_INTEGER;
-
-/** The bridge's Python, or an error saying how to get one. */
-export function requirePython(cfg: Pick<ServeConfig, "python" | "home">): string {
-  const found = resolvePython(cfg.python, cfg.home);
-  if (!found.python) {
-    throw new Error(
-      `no Python environment for the bridge (looked for ${found.tried.join(", ")}).\n` +
-        "Run `pensieve setup` (or `npm start` in the repository), or pass --python /path/to/python.",
-    );
-  }
-  return found.python;
-}
-
-// The llama engine's libraries (npm's @node-llama-cpp/<platform>), when llama would run the model:
-// found, else fetched from npm on first use into <home>/llama. Null when that fails: a defaulted
-// llama then runs on mlx, an explicit one reaches the worker, which explains their absence.
-async function llamaLibs(cfg: ServeConfig): Promise<string | null> {
-  const spec = parseModelSpec(cfg.model);
-  if (spec.kind === "demo" || chooseEngine(spec, cfg.engine, cfg.explicit.has("engine"), true).engine !== "llama") return null;
-  const libs = await ensureLlamaLibs({ home: cfg.home, log: (line) => process.stderr.write(`pensieve: ${line}\n`) });
-  return libs.dir;
-}
-
-async function buildMlxEngine(cfg: ServeConfig, log: Logger): Promise<{ engine: MlxEngine; prepared: PreparedModel }> {
-  const python = requirePython(cfg);
-  const script = await materializeBridge(join(cfg.home, "bridge"));
-  const bridgeDir = dirname(script);
-  const llamaDir = await llamaLibs(cfg);
-  const prepared = await prepareModel(cfg.model, {
-    python,
-    bridgeDir,
-    home: cfg.home,
-    engine: cfg.engine,
-    engineExplicit: cfg.explicit.has("engine"),
-    modelExplicit: cfg.explicit.has("model"),
-    llamaReady: llamaDir !== null,
-    log: (line) => process.stderr.write(`pensieve: ${line}\n`),
-  });
-  if (prepared.isDemo) log.info("serving the tiny demo model (random weights)");
-  const blas = prepared.engine === "mlx" ? blasEnv() : llamaDir ? { [LLAMA_LIB_DIR_ENV]: llamaDir } : {};
-  const hint = prepared.engine === "mlx" ? openblasHint() : null;
-  if (hint) process.stderr.write(`pensieve: OpenBLAS is missing, so MLX runs on the slow reference BLAS; install it with: ${hint}\n`);
-  const engine = new MlxEngine({
-    python,
-    script,
-    model: prepared.model,
-    engine: prepared.engine,
-    ...(prepared.tokenizer ? { tokenizer: prepared.tokenizer } : {}),
-    ...(prepared.modelId ? { modelId: prepared.modelId } : {}),
-    isDemo: prepared.isDemo,
-    env: blas,
-    ...engineTuning(cfg),
-    forwardStderr: true,
-    logger: log,
-  });
-  return { engine, prepared };
-}
 
 // The worker's runtime (engine, device, BLAS, dtype), when modelInfoOf attached it.
 function describeRuntime(m: ModelInfo): string {
@@ -98,19 +34,9 @@ function describeModel(m: ModelInfo | null, cfg: ServeConfig): string {
     : `model ${m.id}${describeRuntime(m)}`;
 }
 
-// A llama-engine load that fails is most likely a worker without that engine yet.
-function explainLoadError(err: unknown, prepared: PreparedModel | undefined): unknown {
-  if (prepared?.engine !== "llama") return err;
-  const why = err instanceof Error ? err.message : String(err);
-  return new Error(
-    `the llama.cpp engine could not load ${prepared.model}: ${why}\n` +
-      "If this worker has no llama engine yet, serve the GGUF on the mlx engine instead: --engine mlx (PENSIEVE_ENGINE=mlx).",
-  );
-}
-
 // The engine serve runs on: the local worker, or an OpenAI-compatible upstream (or its routes).
 async function buildEngine(cfg: ServeConfig, log: Logger): Promise<{ engine: InferenceEngine; prepared?: PreparedModel }> {
-  if (cfg.backend !== "openai") return buildMlxEngine(cfg, log);
+  if (cfg.backend !== "openai") return buildLocalEngine(cfg, log);
   const engine = createUpstreamEngine({
     ...upstreamTuning(cfg),
     ...(cfg.upstream ? { upstream: cfg.upstream } : {}),

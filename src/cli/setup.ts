@@ -1,8 +1,11 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { createHash } from "node:crypto";
+import { materializeBridge } from "../assets/bridge-files";
 import { ensureLlamaLibs, type EnsureLlamaOptions } from "../bridge/llama-fetch";
 import { llamaPlatform } from "../bridge/llama-lib";
+import type { ServeConfig } from "../config";
+import { ensureOpenblas } from "../models/blas";
 import { setupVenvDir } from "./python";
 
 // Run a command, streaming its output to our stderr with a prefix so progress stays visible.
@@ -65,4 +68,13 @@ export async function setupLlamaLibs(opts: Omit<EnsureLlamaOptions, "log">): Pro
   if (libs.dir === null) throw new Error("the llama.cpp libraries are not set up (see above): serve falls back to the mlx engine until they are");
   if (!libs.fetched) log(`llama.cpp libraries: ${libs.dir}`);
   return libs.dir;
+}
+
+/** `pensieve setup [--python P] [--home H]`: OpenBLAS where it can, the venv, the llama.cpp libraries. */
+export async function runSetupCommand(cfg: Pick<ServeConfig, "home" | "python">): Promise<void> {
+  // Here --python names the interpreter that creates the venv.
+  const script = await materializeBridge(join(cfg.home, "bridge"));
+  await ensureOpenblas((line) => process.stderr.write(`[setup] ${line}\n`));
+  await runSetup({ home: cfg.home, requirementsPath: join(dirname(script), "requirements.txt"), ...(cfg.python ? { python: cfg.python } : {}) });
+  await setupLlamaLibs({ home: cfg.home });
 }

@@ -5,7 +5,7 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import type { ModelEngine } from "../config";
+import { CliError, type ModelEngine } from "../config";
 import { DEMO_MODEL_ID, ensureDemoModel } from "./demo-model";
 import { chooseEngine } from "./engine";
 import { isGgufSpec, modelIdOf, type ModelSpec, parseModelSpec } from "./spec";
@@ -39,12 +39,12 @@ export interface PrepareOptions {
 }
 
 /** The gguf CLI failed: `code` 2 is a user error (bad file, unknown Ollama model). */
-export class ModelPrepareError extends Error {
+export class ModelPrepareError extends CliError {
   constructor(
     message: string,
     readonly code: number,
   ) {
-    super(message);
+    super(message, code === 2 ? 2 : 1);
   }
 }
 

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { checkIntegrity, ensureLlamaLibs, fetchLlamaLibs, llamaTarballUrl, NPM_REGISTRY } from "../../../src/bridge/llama-fetch";
-import { LLAMA_PINS, llamaHomeRoot, llamaLibDir, llamaPlatform } from "../../../src/bridge/llama-lib";
+import { llamaHomeRoot, llamaLibDir, llamaPlatform, pinnedLlama } from "../../../src/bridge/llama-lib";
 import { llamaPins } from "../../../src/bridge/llama-pins";
 import { setupLlamaLibs } from "../../../src/cli/setup";
 import { fakePackage, fakeRegistry, sri, tarballPath } from "./npm-fixture";
@@ -23,7 +23,7 @@ afterAll(() => reg.stop());
 const host = llamaPlatform();
 const hostPkg = host ? fakePackage(host) : new Uint8Array();
 // The real pinned version (llamaLibDir looks for it), with the fake package's integrity.
-const HV = LLAMA_PINS.version;
+const HV = pinnedLlama().version;
 const hostReg = fakeRegistry(host ? { [tarballPath(host, HV)]: hostPkg } : {});
 afterAll(() => hostReg.stop());
 const hostPins = { version: HV, integrity: host ? { [host]: sri(hostPkg) } : {} };
@@ -34,7 +34,7 @@ function collect(): { lines: string[]; log: (l: string) => void } {
 }
 
 describe("the pins", () => {
-  test("come from package.json's optionalDependencies and bun.lock, and the macro inlined the same", () => {
+  test("come from package.json's optionalDependencies and bun.lock, read once when first needed from source", () => {
     const root = resolve(import.meta.dir, "../../..");
     const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
     const pins = llamaPins();
@@ -42,7 +42,7 @@ describe("the pins", () => {
     expect(Object.keys(pins.integrity).sort()).toEqual(["linux-arm64", "linux-x64", "mac-arm64-metal"]);
     for (const v of Object.values(pins.integrity)) expect(v).toMatch(/^sha512-[A-Za-z0-9+/]{86}==$/);
     expect(pins.integrity["linux-x64"]).toStartWith("sha512-Totj6RTDMGo3");
-    expect(LLAMA_PINS).toEqual(pins);
+    expect(pinnedLlama()).toEqual(pins);
   });
 
   test("a lockfile that disagrees with package.json is refused", () => {
