@@ -70,7 +70,10 @@ export async function anthropicStream(baseUrl: string, body: Record<string, unkn
     if (!b.data) continue;
     const ev = JSON.parse(b.data) as Record<string, any>;
     if (ev.type === "message_start") usage = { ...usage, ...(ev.message?.usage ?? {}) };
-    else if (ev.type === "content_block_delta" && ev.delta?.type === "text_delta" && ev.delta.text) {
+    // A tool call is output too (Pensieve shows it once complete): the first one ends the TTFT as text does.
+    else if (ev.type === "content_block_start" && ev.content_block?.type === "tool_use") {
+      if (Number.isNaN(first)) first = b.at;
+    } else if (ev.type === "content_block_delta" && ev.delta?.type === "text_delta" && ev.delta.text) {
       if (Number.isNaN(first)) first = b.at;
       text += ev.delta.text;
     } else if (ev.type === "message_delta") {
@@ -115,7 +118,7 @@ export async function openaiStream(baseUrl: string, body: Record<string, unknown
     if (typeof piece === "string" && piece) {
       if (Number.isNaN(first)) first = b.at;
       text += piece;
-    }
+    } else if (Array.isArray(choice?.delta?.tool_calls) && Number.isNaN(first)) first = b.at;
     if (choice?.finish_reason) {
       stop = choice.finish_reason;
       end = b.at;

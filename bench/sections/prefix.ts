@@ -35,10 +35,10 @@ export function firstTurn(fixture: Body, i: number, maxTokens: number): Body {
   return { ...body, max_tokens: maxTokens, temperature: 0, stream: true };
 }
 
-export function secondTurn(first: Body, reply: string): Body {
+export function secondTurn(first: Body, reply: string, followUp: string = FOLLOW_UP): Body {
   return {
     ...first,
-    messages: [...first.messages, { role: "assistant", content: [{ type: "text", text: reply || "Hello." }] }, { role: "user", content: [{ type: "text", text: FOLLOW_UP }] }],
+    messages: [...first.messages, { role: "assistant", content: [{ type: "text", text: reply || "Hello." }] }, { role: "user", content: [{ type: "text", text: followUp }] }],
   };
 }
 

@@ -358,3 +358,31 @@ def test_thread_tuner_prefers_the_faster_count():
     assert picks.count(1) > 1480 and 2 in picks  # mostly one thread, re-measuring now and then
     assert ThreadTuner(2, fixed=2).choose("chunk") == 2
     assert ThreadTuner(1).choose("chunk") == 1
+
+
+def test_thread_tuner_never_probes_one_thread_while_the_cores_are_its_own():
+    from pensieve_bridge.llama.threads import ThreadTuner
+
+    t = ThreadTuner(2)
+    for _ in range(500):
+        n = t.choose("chunk")
+        assert n == 2  # no one-thread probe: the first request pays nothing
+        t.record("chunk", n, 1.0, 512, cpu_seconds=1.96)  # 2 threads x 1 s x 0.98
+    assert t.describe()["cpu_share"] == {"chunk": 0.98}
+
+
+def test_thread_tuner_probes_when_the_cores_are_shared_and_comes_back():
+    from pensieve_bridge.llama.threads import ThreadTuner
+
+    t = ThreadTuner(2)
+    t.record("chunk", 2, 1.0, 512, cpu_seconds=1.96)
+    assert t.choose("chunk") == 2
+    for _ in range(4):  # another process takes one core: 2 threads get 65 % and slow down
+        t.record("chunk", 2, 4.0, 512, cpu_seconds=5.2)
+    assert t.choose("chunk") == 1  # measured once
+    t.record("chunk", 1, 1.5, 512, cpu_seconds=1.5)
+    picks = [t.choose("chunk") for _ in range(200)]
+    assert picks.count(1) > 190 and 2 in picks  # one thread, all cores re-measured now and then
+    t.record("chunk", 2, 1.0, 512, cpu_seconds=1.96)  # the other process is gone
+    t.record("chunk", 2, 1.0, 512, cpu_seconds=1.96)
+    assert [t.choose("chunk") for _ in range(50)] == [2] * 50

@@ -177,7 +177,9 @@ class LlamaEngine:
         nt = self._set_threads(kind)
         if abort is not None:
             self.lib.llama_set_abort_callback(self.ctx, C.cast(abort, C.c_void_p), None)
-        t0 = time.perf_counter()
+        # The process's CPU time beside the wall time: ggml's threads spin while they wait,
+        # so a share below threads x wall means other processes took the cores (threads.py).
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             rc = self.lib.llama_decode(self.ctx, b)
         finally:
@@ -185,7 +187,7 @@ class LlamaEngine:
                 self.lib.llama_set_abort_callback(self.ctx, None, None)
         if rc == ABORTED:
             raise Aborted("decode aborted")
-        self.tuner.record(kind, nt, time.perf_counter() - t0, n)
+        self.tuner.record(kind, nt, time.perf_counter() - t0, n, time.process_time() - c0)
         if rc == NO_KV_SLOT:
             raise NoKVSlot(f"no KV cache room for {n} tokens")
         if rc != 0:
