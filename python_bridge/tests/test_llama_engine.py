@@ -287,12 +287,13 @@ def test_bad_engine_and_missing_gguf(spawn, model_files):
 
 
 class FakeEngine:
-    """Tracks what each sequence holds, as llama.cpp's unified KV cache would."""
+    """One sequence of KV, with saved states as copies of it (llama_state_seq_* stand-ins)."""
 
-    n_seq = 3
+    n_seq = 1
 
     def __init__(self):
         self.seqs: dict[int, list] = {}
+        self.saves = self.loads = 0
 
     def kv_bytes_per_token(self) -> int:
         return 10
@@ -300,49 +301,78 @@ class FakeEngine:
     def seq_rm(self, seq, p0=-1, p1=-1):
         held = self.seqs.get(seq, [])
         self.seqs[seq] = [] if p0 < 0 else held[:p0]
+        return True
 
-    def seq_cp(self, src, dst, p1):
-        self.seqs[dst] = list(self.seqs.get(src, [])[:p1])
+    def save_seq(self, seq):
+        import numpy as np
+
+        self.saves += 1
+        held = self.seqs.get(seq, [])
+        raw = np.asarray(held, dtype=np.int32).tobytes() + bytes(6 * len(held))  # 10 bytes a token
+        return np.frombuffer(raw, dtype=np.uint8).copy()
+
+    def load_seq(self, data, seq):
+        self.loads += 1
+        assert not self.seqs.get(seq)  # restored into an empty sequence
+        n = len(data) // 10
+        self.seqs[seq] = [int(x) for x in data[:4 * n].view("int32")]
+        return True
 
 
-def test_seq_cache_reuses_longest_prefix_without_altering_entries():
+def _generate(eng, cache, prompt, reply=()):
+    seq, cached = cache.acquire(prompt)
+    assert eng.seqs.get(seq, [])[:cached] == list(prompt[:cached]) and len(eng.seqs.get(seq, [])) == cached
+    eng.seqs[seq] = list(prompt) + list(reply)
+    cache.release(seq, list(prompt) + list(reply))
+    return cached
+
+
+def test_seq_cache_keeps_one_conversation_resident_and_the_others_saved():
     from pensieve_bridge.llama.prompt_cache import SeqCache
 
     eng = FakeEngine()
-    cache = SeqCache(eng, 2, 10_000)
-    seq, cached = cache.acquire([1, 2, 3, 4])
-    assert cached == 0 and cache.misses == 1
-    eng.seqs[seq] = [1, 2, 3, 4, 9]
-    assert cache.release(seq, [1, 2, 3, 4, 9]) == 5
-    # A prompt diverging after 3 tokens: a copy of the first 3 in another sequence.
-    seq2, cached = cache.acquire([1, 2, 3, 7, 8])
-    assert cached == 3 and seq2 != seq and eng.seqs[seq2] == [1, 2, 3]
-    assert eng.seqs[seq] == [1, 2, 3, 4, 9]  # the entry is untouched
-    eng.seqs[seq2] = [1, 2, 3, 7, 8]
-    cache.release(seq2, [1, 2, 3, 7, 8])
-    assert cache.stats()["entries"] == 2
-    assert cache.nbytes == (5 + 2) * 10  # the shared prefix counted once
-    # A whole entry that is a prefix of the prompt is taken over (no copy).
-    seq3, cached = cache.acquire([1, 2, 3, 7, 8, 5])
-    assert seq3 == seq2 and cached == 5 and cache.stats()["entries"] == 1
-    cache.release(seq3, [1, 2, 3, 7, 8, 5])
+    cache = SeqCache(eng, 3, 10_000)
+    assert SeqCache.sequences(3) == 1  # kept entries take no KV cells
+    assert _generate(eng, cache, [1, 2, 3, 4], [9]) == 0 and cache.misses == 1
+    # The next turn of the same conversation: the resident sequence is extended, nothing copied.
+    assert _generate(eng, cache, [1, 2, 3, 4, 9, 5], [6]) == 5
+    assert eng.saves == 0 and eng.loads == 0 and len(cache.entries) == 1
+    # Another conversation: the first is saved, the KV holds only the new one.
+    assert _generate(eng, cache, [7, 7, 7], [8]) == 0 and eng.saves == 1
+    assert eng.seqs[0] == [7, 7, 7, 8] and len(cache.entries) == 2
+    # Back to the first: its saved state is loaded back, the second saved in turn.
+    assert _generate(eng, cache, [1, 2, 3, 4, 9, 5, 6, 2]) == 7 and eng.loads == 1 and eng.saves == 2
+    assert cache.nbytes == 8 * 10 + 4 * 10  # resident KV + the saved one
+    # A prompt sharing only part of a saved entry: a copy is loaded and trimmed; the entry stays.
+    assert _generate(eng, cache, [7, 7, 1]) == 2 and eng.loads == 2
+    assert any(list(e.tokens) == [7, 7, 7, 8] for e in cache.entries)
     cache.relieve("drop")
-    assert cache.stats()["entries"] == 0 and cache.nbytes == 0
-    assert all(not v for v in eng.seqs.values())
+    assert cache.stats()["entries"] == 0 and cache.nbytes == 0 and eng.seqs[0] == []
 
 
-def test_seq_cache_bounds_and_room():
+def test_seq_cache_saves_a_resident_tail_worth_keeping():
+    from pensieve_bridge.llama import prompt_cache as pc
+
+    eng = FakeEngine()
+    cache = pc.SeqCache(eng, 3, 1_000_000)
+    long = list(range(1000, 1000 + pc.SAVE_TAIL_MIN + 10))
+    _generate(eng, cache, [5] * 20 + long)
+    # A side request sharing only the first 20 tokens: the resident's long tail is saved first.
+    assert _generate(eng, cache, [5] * 20 + [1, 2]) == 20 and eng.saves == 1
+    assert _generate(eng, cache, [5] * 20 + long + [3]) == 20 + len(long)  # the main one comes back whole
+
+
+def test_seq_cache_bounds():
     from pensieve_bridge.llama.prompt_cache import SeqCache
 
     eng = FakeEngine()
     cache = SeqCache(eng, 2, 60)
     for first in (10, 20, 30):  # three unrelated prompts: the oldest goes
-        seq, _ = cache.acquire([first, 1, 2])
-        cache.release(seq, [first, 1, 2])
+        _generate(eng, cache, [first, 1, 2])
     assert [int(e.tokens[0]) for e in cache.entries] == [20, 30]
     seq, _ = cache.acquire([40] * 7)
     assert cache.release(seq, [40] * 7) == 0  # 70 bytes > the 60-byte bound: not kept
-    assert cache.make_room() and len(cache.entries) == 1
+    assert not cache.make_room()  # no kept entry holds KV cells during a generation
     assert SeqCache(eng, 0, 0).release(0, [1, 2]) == 0  # caching off
 
 

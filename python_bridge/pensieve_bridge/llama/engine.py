@@ -1,8 +1,7 @@
-"""One GGUF model and its llama.cpp context: decode chunks, sample, move KV between sequences.
+"""One GGUF model and its llama.cpp context: decode chunks, sample, save and restore a sequence.
 
-The context's KV cache is unified: every kept prompt (prompt_cache.py here) is one
-sequence id, and sequences that share a prefix share its cells, so keeping several
-conversations costs only their differing tails.
+The context holds the running generation's sequence only; kept prompts are saved sequence
+states (prompt_cache.py here), because llama.cpp attends over every cell in use.
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+import numpy as np
 
 from .lib import ContextParams, Lib, load_lib
 from .threads import ThreadTuner
@@ -111,7 +112,7 @@ class LlamaEngine:
         cp.n_seq_max = max(1, cfg.n_seq)
         cp.n_threads = cp.n_threads_batch = self.n_threads
         cp.flash_attn_type = cfg.flash_attn
-        cp.kv_unified = True  # one cell pool: kept sequences share their common prefix
+        cp.kv_unified = True  # one cell pool (one sequence: the whole context is its own)
         cp.no_perf = True
         self.flash_attn = cfg.flash_attn
         self.ctx = L.llama_init_from_model(self.model, cp)
@@ -201,13 +202,21 @@ class LlamaEngine:
             self._threads = want
         return nt
 
-    def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> None:
-        self.lib.llama_memory_seq_rm(self.mem, seq, p0, p1)
+    def seq_rm(self, seq: int, p0: int = -1, p1: int = -1) -> bool:
+        return bool(self.lib.llama_memory_seq_rm(self.mem, seq, p0, p1))
 
-    def seq_cp(self, src: int, dst: int, p1: int) -> None:
-        """dst holds exactly src's first p1 positions (cells are shared, not copied)."""
-        self.lib.llama_memory_seq_rm(self.mem, dst, -1, -1)
-        self.lib.llama_memory_seq_cp(self.mem, src, dst, 0, p1)
+    def save_seq(self, seq: int) -> Optional[np.ndarray]:
+        """A copy of the sequence's KV state (llama_state_seq_get_data), or None when it fails."""
+        size = int(self.lib.llama_state_seq_get_size(self.ctx, seq))
+        if size <= 0:
+            return None
+        buf = np.empty(size, dtype=np.uint8)
+        n = int(self.lib.llama_state_seq_get_data(self.ctx, buf.ctypes.data, size, seq))
+        return buf[:n] if n > 0 else None
+
+    def load_seq(self, data: np.ndarray, seq: int) -> bool:
+        """Puts a saved state back into the (empty) sequence; False when llama.cpp refuses it."""
+        return int(self.lib.llama_state_seq_set_data(self.ctx, data.ctypes.data, len(data), seq)) > 0
 
     def seq_len(self, seq: int) -> int:
         return int(self.lib.llama_memory_seq_pos_max(self.mem, seq)) + 1
@@ -215,11 +224,9 @@ class LlamaEngine:
     def clear(self) -> None:
         self.lib.llama_memory_clear(self.mem, True)
 
-    def mask_logits(self, allowed: "np.ndarray") -> None:
+    def mask_logits(self, allowed: np.ndarray) -> None:
         """Tokens outside `allowed` (a bool mask over the vocabulary) get -inf in the last
         decode's logits, in place, before the sampler chain reads them (constrain.py)."""
-        import numpy as np
-
         logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
         n = min(len(allowed), self.n_vocab)
         logits[:n][~allowed[:n]] = -np.inf

@@ -1,11 +1,14 @@
-"""Prompt-prefix cache for llama.cpp: kept conversations are sequences of one unified KV cache.
+"""Prompt-prefix cache for llama.cpp: one conversation resident in the KV cache, the rest saved.
 
 Same contract as the MLX PromptCache (fetch by longest common prefix, at most the
-prompt length - 1; LRU by entry count and bytes; relieve/clear/stats), but an entry is a
-sequence id whose tokens are tracked here. Reusing part of an entry copies its first n
-positions to a free sequence (llama_memory_seq_cp shares cells, it copies nothing), so a
-kept entry is never altered; an entry that is a whole prefix of the prompt is taken over
-and comes back, extended, after the generation.
+prompt length - 1; LRU by entry count and bytes; relieve/clear/stats). The context holds
+one sequence: llama.cpp attends over every cell up to the highest one in use, whatever
+sequence owns it, so a second conversation kept in the same KV cache slowed every
+generation beside it (a 6k-token one: 2k prefill 106 -> 84 tok/s, decode 18 -> 14). The last
+generation's sequence stays resident, so the next turn of that conversation only trims
+and extends it; the others are kept as saved sequence state in memory and copied back
+(llama_state_seq_get/set_data) when a prompt continues one of them. A saved entry is never
+altered: a partial reuse copies it back and trims the copy.
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ from typing import Optional
 
 import numpy as np
 
-from ..prompt_cache import GB, PrefixCache, _common_prefix
+from ..prompt_cache import GB, PrefixCache
 from .engine import LlamaEngine
+
+WORK = 0  # the one sequence of the context
+# A resident conversation reused only up to here keeps a saved copy when at least this many
+# tokens would be lost (a side request sharing Claude Code's system prompt, say).
+SAVE_TAIL_MIN = 256
 
 
 @dataclass(eq=False)
 class SeqEntry:
-    seq: int
-    tokens: np.ndarray  # int32: what the sequence's KV holds, position by position
+    tokens: np.ndarray  # int32: what the entry's KV holds, position by position
+    data: Optional[np.ndarray] = None  # uint8 saved state; None: resident in WORK
 
 
 class SeqCache(PrefixCache):
@@ -34,40 +42,43 @@ class SeqCache(PrefixCache):
 
     @staticmethod
     def sequences(max_entries: int) -> int:
-        """n_seq_max for the context: the kept entries plus the running generation's."""
-        return max(0, int(max_entries)) + 1
+        """n_seq_max for the context: one (kept entries are saved outside it)."""
+        return 1
 
     # -- what the worker reads ---------------------------------------------------
 
     @property
     def nbytes(self) -> int:
-        """KV bytes of the entries, shared prefixes counted once."""
-        cells, seen = 0, []
-        for e in self.entries:
-            shared = max((_common_prefix(e.tokens, s) for s in seen), default=0)
-            cells += len(e.tokens) - shared
-            seen.append(e.tokens)
-        return cells * self.kv_bytes
+        """Saved states' bytes plus the resident entry's KV."""
+        return sum(len(e.data) if e.data is not None else len(e.tokens) * self.kv_bytes
+                   for e in self.entries)
 
     # -- what a generation does ----------------------------------------------------
 
     def acquire(self, ids: list[int], count: bool = True) -> tuple[int, int]:
         """(sequence for the generation, prompt tokens it already holds)."""
         best, n = self._lookup(ids, count)
+        resident = self._resident()
+        if best is not None and best is resident:
+            self.entries.remove(best)
+            if n < len(best.tokens) and not self._trim_resident(best, n):
+                return self._fresh()
+            return self._own(), n
+        self._save_resident()
+        self.eng.seq_rm(WORK)
         if best is None:
-            seq = self._free_seq()
-            self.eng.seq_rm(seq)
-            return self._own(seq), 0
-        self.entries.remove(best)
-        if n == len(best.tokens):  # a whole prefix: take it over
-            return self._own(best.seq), n
-        self.entries.append(best)  # most recently used; it stays as it is
-        seq = self._free_seq()
-        self.eng.seq_cp(best.seq, seq, n)
-        return self._own(seq), n
+            return self._own(), 0
+        if not self.eng.load_seq(best.data, WORK) or not self._trim(n, len(best.tokens)):
+            self._drop(best)  # a state that does not load back is of no use
+            return self._fresh()
+        if n == len(best.tokens):
+            self.entries.remove(best)  # taken over: it comes back, extended, on release
+        else:
+            self._touch(best)
+        return self._own(), n
 
     def release(self, seq: int, tokens: list[int]) -> int:
-        """Keeps seq (holding exactly `tokens`) as the newest entry; tokens kept (0: none)."""
+        """Keeps seq (holding exactly `tokens`) as the newest, resident entry; tokens kept (0: none)."""
         self.active = None
         nbytes = len(tokens) * self.kv_bytes
         if self.max_entries <= 0 or not tokens or nbytes > self.max_bytes:
@@ -75,7 +86,7 @@ class SeqCache(PrefixCache):
             return 0
         arr = np.asarray(tokens, dtype=np.int32)
         self._drop_prefixes_of(arr)
-        entry = SeqEntry(seq, arr)
+        entry = SeqEntry(arr)
         self.entries.append(entry)
         self._evict(self.max_entries, self.max_bytes)
         return len(tokens) if entry in self.entries else 0
@@ -86,33 +97,56 @@ class SeqCache(PrefixCache):
         self.eng.seq_rm(seq)
 
     def make_room(self) -> bool:
-        """Drops the oldest entry so a decode finds KV cells; False when none is left."""
-        if not self.entries:
-            return False
-        self._drop(self.entries[0])
-        return True
+        """No kept entry holds KV cells while a generation runs: nothing to give up."""
+        return False
 
     # -- internals -------------------------------------------------------------------
 
-    def _own(self, seq: int) -> int:
-        self.active = seq
-        return seq
+    def _resident(self) -> Optional[SeqEntry]:
+        return next((e for e in self.entries if e.data is None), None)
 
-    def _free_seq(self) -> int:
-        used = {e.seq for e in self.entries}
-        if self.active is not None:
-            used.add(self.active)
-        for seq in range(self.eng.n_seq):
-            if seq not in used:
-                return seq
-        # Every sequence is taken (cannot happen with n_seq = entries + 1): free the oldest.
-        oldest = self.entries[0]
-        self._drop(oldest)
-        return oldest.seq
+    def _own(self) -> int:
+        self.active = WORK
+        return WORK
+
+    def _fresh(self) -> tuple[int, int]:
+        self.eng.seq_rm(WORK)
+        return self._own(), 0
+
+    def _touch(self, e: SeqEntry) -> None:
+        self.entries.remove(e)
+        self.entries.append(e)  # most recently used
+
+    def _trim(self, n: int, held: int) -> bool:
+        # Partial removal can fail (a cache that cannot drop a suffix): then reuse nothing.
+        return n == held or self.eng.seq_rm(WORK, n, -1)
+
+    def _trim_resident(self, e: SeqEntry, n: int) -> bool:
+        if len(e.tokens) - n >= SAVE_TAIL_MIN and self._fits(len(e.tokens)):
+            data = self.eng.save_seq(WORK)
+            if data is not None:
+                self.entries.append(SeqEntry(e.tokens, data))
+                self._evict(self.max_entries, self.max_bytes)
+        return self._trim(n, len(e.tokens))
+
+    def _save_resident(self) -> None:
+        e = self._resident()
+        if e is None:
+            return
+        data = self.eng.save_seq(WORK) if self._fits(len(e.tokens)) else None
+        if data is None:
+            self.entries.remove(e)
+            return
+        e.data = data
+        self._evict(self.max_entries, self.max_bytes)
+
+    def _fits(self, tokens: int) -> bool:
+        return tokens * self.kv_bytes <= self.max_bytes
 
     def _drop(self, e: SeqEntry) -> None:
         self.entries.remove(e)
-        self.eng.seq_rm(e.seq)
+        if e.data is None and self.active is None:
+            self.eng.seq_rm(WORK)  # the resident entry's cells
 
 
 __all__ = ["SeqCache", "SeqEntry", "GB"]
