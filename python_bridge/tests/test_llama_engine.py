@@ -291,9 +291,10 @@ class FakeEngine:
 
     n_seq = 1
 
-    def __init__(self):
+    def __init__(self, header: int = 0):
         self.seqs: dict[int, list] = {}
         self.saves = self.loads = 0
+        self.header = header  # bytes a saved state carries beyond its tokens' KV
 
     def kv_bytes_per_token(self) -> int:
         return 10
@@ -308,13 +309,13 @@ class FakeEngine:
 
         self.saves += 1
         held = self.seqs.get(seq, [])
-        raw = np.asarray(held, dtype=np.int32).tobytes() + bytes(6 * len(held))  # 10 bytes a token
+        raw = np.asarray(held, dtype=np.int32).tobytes() + bytes(6 * len(held) + self.header)  # 10 bytes a token
         return np.frombuffer(raw, dtype=np.uint8).copy()
 
     def load_seq(self, data, seq):
         self.loads += 1
         assert not self.seqs.get(seq)  # restored into an empty sequence
-        n = len(data) // 10
+        n = (len(data) - self.header) // 10
         self.seqs[seq] = [int(x) for x in data[:4 * n].view("int32")]
         return True
 
@@ -332,14 +333,13 @@ def test_seq_cache_keeps_one_conversation_resident_and_the_others_saved():
 
     eng = FakeEngine()
     cache = SeqCache(eng, 3, 10_000)
-    assert SeqCache.sequences(3) == 1  # kept entries take no KV cells
     assert _generate(eng, cache, [1, 2, 3, 4], [9]) == 0 and cache.misses == 1
     # The next turn of the same conversation: the resident sequence is extended, nothing copied.
     assert _generate(eng, cache, [1, 2, 3, 4, 9, 5], [6]) == 5
     assert eng.saves == 0 and eng.loads == 0 and len(cache.entries) == 1
     # Another conversation: the first is saved, the KV holds only the new one.
     assert _generate(eng, cache, [7, 7, 7], [8]) == 0 and eng.saves == 1
-    assert eng.seqs[0] == [7, 7, 7, 8] and len(cache.entries) == 2
+    assert eng.seqs == {0: [7, 7, 7, 8]} and len(cache.entries) == 2  # kept entries take no KV cells
     # Back to the first: its saved state is loaded back, the second saved in turn.
     assert _generate(eng, cache, [1, 2, 3, 4, 9, 5, 6, 2]) == 7 and eng.loads == 1 and eng.saves == 2
     assert cache.nbytes == 8 * 10 + 4 * 10  # resident KV + the saved one
@@ -362,6 +362,18 @@ def test_seq_cache_saves_a_resident_tail_worth_keeping():
     assert _generate(eng, cache, [5] * 20 + long + [3]) == 20 + len(long)  # the main one comes back whole
 
 
+def test_seq_cache_restores_an_entry_that_saving_the_resident_would_evict():
+    from pensieve_bridge.llama.prompt_cache import SeqCache
+
+    eng = FakeEngine(header=30)
+    cache = SeqCache(eng, 4, 100)
+    _generate(eng, cache, [1, 2, 3, 4])  # resident: 40 bytes
+    _generate(eng, cache, [7, 7, 7])  # [1..4] saved (70) + resident 30 = 100
+    # Continuing [1..4]: saving [7,7,7] (60) goes over the bound, and the oldest is the one wanted.
+    assert _generate(eng, cache, [1, 2, 3, 4, 5]) == 4 and eng.loads == 1
+    assert cache.nbytes <= 100
+
+
 def test_seq_cache_bounds():
     from pensieve_bridge.llama.prompt_cache import SeqCache
 
@@ -372,7 +384,7 @@ def test_seq_cache_bounds():
     assert [int(e.tokens[0]) for e in cache.entries] == [20, 30]
     seq, _ = cache.acquire([40] * 7)
     assert cache.release(seq, [40] * 7) == 0  # 70 bytes > the 60-byte bound: not kept
-    assert not cache.make_room()  # no kept entry holds KV cells during a generation
+    assert set(eng.seqs) == {0}  # one sequence only, whatever was kept
     assert SeqCache(eng, 0, 0).release(0, [1, 2]) == 0  # caching off
 
 

@@ -218,12 +218,6 @@ class LlamaEngine:
         """Puts a saved state back into the (empty) sequence; False when llama.cpp refuses it."""
         return int(self.lib.llama_state_seq_set_data(self.ctx, data.ctypes.data, len(data), seq)) > 0
 
-    def seq_len(self, seq: int) -> int:
-        return int(self.lib.llama_memory_seq_pos_max(self.mem, seq)) + 1
-
-    def clear(self) -> None:
-        self.lib.llama_memory_clear(self.mem, True)
-
     def mask_logits(self, allowed: np.ndarray) -> None:
         """Tokens outside `allowed` (a bool mask over the vocabulary) get -inf in the last
         decode's logits, in place, before the sampler chain reads them (constrain.py)."""

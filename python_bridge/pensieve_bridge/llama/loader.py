@@ -60,7 +60,7 @@ def load_llama_model(name: str, tokenizer: Optional[str], context_length: Option
     tok_dir = tokenizer_dir(gguf, tokenizer)
     tok, config = load_tokenizer(tok_dir)
     probe_ctx = int(context_length) if context_length else None
-    engine = _engine(gguf, probe_ctx, prefill_step_size, prompt_cache_entries)
+    engine = _engine(gguf, probe_ctx, prefill_step_size)
     lm = LoadedModel(
         name=name, model=engine, tokenizer=tok, config=config,
         context_length=probe_ctx or engine.n_ctx,
@@ -75,11 +75,10 @@ def load_llama_model(name: str, tokenizer: Optional[str], context_length: Option
     return lm
 
 
-def _engine(gguf: Path, context_length: Optional[int], step: Optional[int],
-            entries: int) -> LlamaEngine:
-    # n_ctx 0: the engine takes min(the GGUF's trained context, MAX_DEFAULT_CONTEXT).
-    cfg = EngineConfig(n_ctx=context_length or 0, n_seq=SeqCache.sequences(entries),
-                       max_ctx=MAX_DEFAULT_CONTEXT)
+def _engine(gguf: Path, context_length: Optional[int], step: Optional[int]) -> LlamaEngine:
+    # n_ctx 0: the engine takes min(the GGUF's trained context, MAX_DEFAULT_CONTEXT). One
+    # sequence: SeqCache keeps other conversations outside the context.
+    cfg = EngineConfig(n_ctx=context_length or 0, max_ctx=MAX_DEFAULT_CONTEXT)
     if step:
         cfg.n_ubatch = int(step)  # one prefill chunk per step = one llama.cpp ubatch
     return LlamaEngine(str(gguf), cfg)

@@ -40,11 +40,6 @@ class SeqCache(PrefixCache):
         self.kv_bytes = engine.kv_bytes_per_token()
         self.active: Optional[int] = None  # the sequence a running generation owns
 
-    @staticmethod
-    def sequences(max_entries: int) -> int:
-        """n_seq_max for the context: one (kept entries are saved outside it)."""
-        return 1
-
     # -- what the worker reads ---------------------------------------------------
 
     @property
@@ -64,17 +59,19 @@ class SeqCache(PrefixCache):
             if n < len(best.tokens) and not self._trim_resident(best, n):
                 return self._fresh()
             return self._own(), n
+        if best is not None:
+            self.entries.remove(best)  # out of reach of the eviction that saving may cause
         self._save_resident()
         self.eng.seq_rm(WORK)
         if best is None:
             return self._own(), 0
         if not self.eng.load_seq(best.data, WORK) or not self._trim(n, len(best.tokens)):
-            self._drop(best)  # a state that does not load back is of no use
-            return self._fresh()
-        if n == len(best.tokens):
-            self.entries.remove(best)  # taken over: it comes back, extended, on release
-        else:
-            self._touch(best)
+            return self._fresh()  # a state that does not load back is of no use: dropped
+        if n < len(best.tokens):
+            # Only a copy was trimmed: the entry stays, the most recently used.
+            self.entries.append(best)
+            self._evict(self.max_entries, self.max_bytes)
+        # A whole entry is taken over: it comes back, extended, on release.
         return self._own(), n
 
     def release(self, seq: int, tokens: list[int]) -> int:
@@ -96,10 +93,6 @@ class SeqCache(PrefixCache):
         self.active = None
         self.eng.seq_rm(seq)
 
-    def make_room(self) -> bool:
-        """No kept entry holds KV cells while a generation runs: nothing to give up."""
-        return False
-
     # -- internals -------------------------------------------------------------------
 
     def _resident(self) -> Optional[SeqEntry]:
@@ -112,10 +105,6 @@ class SeqCache(PrefixCache):
     def _fresh(self) -> tuple[int, int]:
         self.eng.seq_rm(WORK)
         return self._own(), 0
-
-    def _touch(self, e: SeqEntry) -> None:
-        self.entries.remove(e)
-        self.entries.append(e)  # most recently used
 
     def _trim(self, n: int, held: int) -> bool:
         # Partial removal can fail (a cache that cannot drop a suffix): then reuse nothing.

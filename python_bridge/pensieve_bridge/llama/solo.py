@@ -13,7 +13,7 @@ import time
 from ..generation import Generation, Host, Stepper
 from ..model import LoadedModel
 from .abort import watch_for
-from .engine import Aborted, NoKVSlot
+from .engine import Aborted
 
 
 class LlamaSolo(Stepper):
@@ -69,16 +69,12 @@ class LlamaSolo(Stepper):
         return self._sample_and_emit()
 
     def _decode(self, tokens: list[int], pos0: int, want_logits: bool, watch=None) -> None:
-        while True:
-            if watch is not None:
-                watch.reset()
-            try:
-                return self.eng.decode(tokens, self.seq, pos0, want_logits,
-                                       watch.callback if watch is not None else None)
-            except NoKVSlot:
-                # Kept conversations fill the shared cells: the oldest go first.
-                if not self.cache.make_room():
-                    raise
+        # The context holds this generation alone (kept ones are saved outside it), so a
+        # NoKVSlot means the context itself is full: it fails the generation.
+        if watch is not None:
+            watch.reset()
+        self.eng.decode(tokens, self.seq, pos0, want_logits,
+                        watch.callback if watch is not None else None)
 
     def _sample_and_emit(self) -> bool:
         g, constraint = self.gen, self.gen.constraint
