@@ -23,6 +23,7 @@ import {
   testPython,
   tinyModelDir,
 } from "../support/server-process";
+import { sampled } from "../support/sampled";
 
 setDefaultTimeout(300_000);
 
@@ -138,7 +139,7 @@ describe("serve --model <tiny> from another directory", () => {
   });
 
   test("messages.create through the SDK", async () => {
-    const m = await client.messages.create({ model: MODEL, max_tokens: 8, messages: [{ role: "user", content: "Hello from the binary test" }] });
+    const m = await client.messages.create(sampled<Anthropic.MessageCreateParamsNonStreaming>({ model: MODEL, max_tokens: 8, temperature: 0, messages: [{ role: "user", content: "Hello from the binary test" }] }));
     expect(m).toMatchObject({ type: "message", role: "assistant", model: MODEL });
     expect(["end_turn", "max_tokens"]).toContain(m.stop_reason!);
     // Anthropic: input_tokens excludes cache reads and writes; the three sum to the prompt.
@@ -146,7 +147,8 @@ describe("serve --model <tiny> from another directory", () => {
   });
 
   test("messages.stream through the SDK: Anthropic's event order and a finalMessage", async () => {
-    const stream = client.messages.stream({ model: MODEL, max_tokens: 8, messages: [{ role: "user", content: "Stream from the binary test" }] });
+    // Greedy: at the default temperature 1 the random-weight model can sample its end token first (no text).
+    const stream = client.messages.stream(sampled<Anthropic.MessageStreamParams>({ model: MODEL, max_tokens: 8, temperature: 0, messages: [{ role: "user", content: "Stream from the binary test" }] }));
     const events: WireEvent[] = [];
     for await (const ev of stream) events.push({ event: ev.type, data: structuredClone(ev) as unknown as WireEvent["data"], raw: "" });
     const s = checkAnthropicStream(events);

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import pkg from "../../package.json" with { type: "json" };
 import { checkAnthropicStream, parseSse, type WireEvent } from "../support/sse";
 import { DEFAULT_TOKEN, type RunningServer, startServer, testPython, tinyModelDir } from "../support/server-process";
+import { sampled } from "../support/sampled";
 
 // Real processes on a 2-core machine; bunfig's timeout may not apply to every runner.
 setDefaultTimeout(180_000);
@@ -69,11 +70,6 @@ function expectMessageShape(m: Anthropic.Message, model: string) {
 /** Anthropic: input_tokens + cache reads + cache writes = the prompt's tokens. */
 function promptTotal(u: { input_tokens: number; cache_read_input_tokens?: number | null; cache_creation_input_tokens?: number | null }) {
   return u.input_tokens + (u.cache_read_input_tokens ?? 0) + (u.cache_creation_input_tokens ?? 0);
-}
-
-/** SDK 1.10.0's types no longer list temperature/top_p/top_k; the SDK still sends them and the API takes them. */
-function sampled<T extends object>(params: T & { temperature?: number; top_p?: number; top_k?: number }): T {
-  return params;
 }
 
 const textOf = (m: Anthropic.Message) => m.content.map((b) => (b.type === "text" ? b.text : "")).join("");

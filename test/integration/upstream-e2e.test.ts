@@ -12,6 +12,7 @@ import { startMlxServer, type MlxServer } from "../support/mlx-server";
 import { startRecorder, type Exchange, type Recorder } from "../support/recording-proxy";
 import { DEFAULT_TOKEN, type RunningServer, startServer, tinyModelDir } from "../support/server-process";
 import { checkAnthropicStream, type WireEvent } from "../support/sse";
+import { sampled } from "../support/sampled";
 
 // Real processes on a 2-core machine.
 setDefaultTimeout(180_000);
@@ -20,8 +21,6 @@ const MODEL = "claude-opus-5-5";
 const HAIKU = "claude-haiku-4-5";
 const nonce = () => Math.random().toString(36).slice(2, 10);
 const user = (text = `Say something. ${nonce()}`) => [{ role: "user" as const, content: text }];
-/** SDK 1.10.0's types no longer list temperature; the SDK still sends it and the API takes it. */
-const sampled = <T extends object>(p: T & { temperature?: number }): T => p;
 const textOf = (m: Anthropic.Message) => m.content.map((b) => (b.type === "text" ? b.text : "")).join("");
 const sdk = (server: RunningServer) => new Anthropic({ baseURL: server.url, apiKey: DEFAULT_TOKEN, maxRetries: 0 });
 
